@@ -1,0 +1,20 @@
+"""tfcompress: model compression for Keras 3 on TensorFlow.
+
+Wrap layers with :func:`prune_layer` (or a whole model with :func:`prune_model`),
+add the callbacks and the :class:`ScaledGradient` optimizer wrapper, train with the
+ordinary ``model.fit``, then :func:`strip` and export.
+
+``import tfcompress`` never imports ``tf_keras`` or TFMOT (they switch TensorFlow
+into Keras-2 mode); only ``bench/`` touches them, in processes of its own.
+"""
+
+__version__ = "0.1.0"
+
+from tfcompress import data
+from tfcompress import models
+from tfcompress import quantization
+
+# Re-exports, one block per subpackage (each subpackage owner edits only its block).
+# --- pruning ---
+# --- psg ---
+# --- export ---

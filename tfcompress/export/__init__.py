@@ -1,0 +1,1 @@
+"""tfcompress.export."""

@@ -1,0 +1,1 @@
+"""Model builders (placeholder until the models module lands)."""
