@@ -1,1 +1,11 @@
-"""tfcompress.export."""
+"""Export to SavedModel and TFLite/LiteRT, verified against the Keras model."""
+
+from tfcompress.export.atomic import atomic_output
+from tfcompress.export.saved_model import to_saved_model
+from tfcompress.export.tflite import ExportResult
+from tfcompress.export.tflite import ExportVerificationError
+from tfcompress.export.tflite import run_tflite
+from tfcompress.export.tflite import to_tflite
+
+__all__ = ["ExportResult", "ExportVerificationError", "atomic_output", "run_tflite",
+           "to_saved_model", "to_tflite"]

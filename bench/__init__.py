@@ -1,0 +1,1 @@
+"""Benchmarks: scripts writing JSON under bench/results/; BENCHMARKS.md is generated from them."""

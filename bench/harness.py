@@ -1,0 +1,151 @@
+"""Side-by-side timing and result recording shared by every benchmark script.
+
+Timings follow the benchmark protocol of DESIGN.md: the callables being compared run
+in one process, interleaved (A, B, A, B, ... with the order rotated each round so
+neither always runs first), after a warm-up; the figure of merit is the ratio of
+medians. Absolute times are context only.
+"""
+
+import datetime
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import time
+
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+_PACKAGES = (
+    "tensorflow", "keras", "numpy", "tensorly", "ai-edge-litert", "tf_keras",
+    "tensorflow-model-optimization", "scikit-learn", "jax",
+)
+
+
+def time_side_by_side(callables, warmup=3, repeats=20, baseline=None):
+    """Times several zero-argument callables interleaved in one process.
+
+    Args:
+        callables: dict ``name -> fn``; each ``fn()`` performs one unit of work
+            (one training step, one inference) and blocks until it is done.
+        warmup: untimed calls of each callable before measuring (tracing, XLA
+            compilation, caches).
+        repeats: timed rounds; each round calls every callable once, in an order
+            rotated by one each round.
+        baseline: name whose median is the denominator of the ratios; defaults
+            to the first key.
+
+    Returns:
+        dict ``name -> {"median_ms", "p25_ms", "p75_ms", "min_ms", "stdev_ms",
+        "repeats", "ratio_to_baseline"}`` plus a ``"_baseline"`` key.
+
+    Example:
+        >>> stats = time_side_by_side({"plain": step_a, "pruned": step_b})
+        >>> stats["pruned"]["ratio_to_baseline"]
+    """
+    if not callables:
+        raise ValueError("callables must hold at least one callable; received: {}")
+    if repeats < 3:
+        raise ValueError(f"repeats must be >= 3; received: repeats={repeats}")
+    names = list(callables)
+    baseline = names[0] if baseline is None else baseline
+    if baseline not in callables:
+        raise ValueError(f"baseline must be one of {names}; received: baseline={baseline!r}")
+    for name in names:
+        for _ in range(warmup):
+            callables[name]()
+    samples = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            callables[name]()
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    stats = {}
+    for name, values in samples.items():
+        quartiles = statistics.quantiles(values, n=4)
+        stats[name] = {
+            "median_ms": statistics.median(values),
+            "p25_ms": quartiles[0],
+            "p75_ms": quartiles[2],
+            "min_ms": min(values),
+            "stdev_ms": statistics.stdev(values),
+            "repeats": repeats,
+        }
+    base = stats[baseline]["median_ms"]
+    for name in names:
+        stats[name]["ratio_to_baseline"] = stats[name]["median_ms"] / base
+    stats["_baseline"] = baseline
+    return stats
+
+
+def _cpu_model():
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_commit():
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+            cwd=RESULTS_DIR.parent, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment():
+    """Describes the machine and the installed versions of the packages that matter."""
+    versions = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "packages": versions,
+        "git_commit": _git_commit(),
+    }
+
+
+def write_result(name, title, settings, tables, claims=(), notes=""):
+    """Writes ``bench/results/<name>.json`` atomically.
+
+    Args:
+        name: file stem, e.g. ``"train_step"``.
+        title: one-line heading used in BENCHMARKS.md.
+        settings: dict of everything needed to rerun (models, batch, epochs, seeds).
+        tables: list of ``{"title", "columns", "rows"}`` dicts (rows are lists).
+        claims: list of ``{"claim", "goal", "measured", "met"}`` dicts, the
+            figures a benchmark exists to check; ``met`` is True/False/None.
+        notes: free text (what the numbers mean, what did not reproduce).
+
+    Returns:
+        The path written.
+    """
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    record = {
+        "name": name,
+        "title": title,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(),
+        "settings": settings,
+        "tables": list(tables),
+        "claims": list(claims),
+        "notes": notes,
+    }
+    path = RESULTS_DIR / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+    return path

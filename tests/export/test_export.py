@@ -1,0 +1,97 @@
+"""Export: TFLite modes run in the LiteRT interpreter close to Keras; writes are atomic."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tfcompress import data, export
+
+
+@pytest.fixture(scope="module")
+def trained_digits_cnn():
+    keras.utils.set_random_seed(0)
+    (x, y), (xt, yt) = data.load_digits()
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    h = keras.layers.MaxPooling2D()(h)
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(10)(h)
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=25, batch_size=32, verbose=0)
+    assert model.evaluate(xt, yt, verbose=0)[1] > 0.9
+    return model, x, xt
+
+
+def test_float_export_matches_keras(trained_digits_cnn, tmp_path):
+    model, _, xt = trained_digits_cnn
+    result = export.to_tflite(model, tmp_path / "m.tflite", verify_data=xt[:200])
+    assert result.max_abs_error < 1e-4 and result.top1_agreement == 1.0
+    assert os.path.getsize(tmp_path / "m.tflite") == result.size_bytes > 0
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "int8", "float16"])
+def test_quantized_exports_agree_on_top1(trained_digits_cnn, tmp_path, mode):
+    model, x, xt = trained_digits_cnn
+    float_size = export.to_tflite(model, tmp_path / "f.tflite").size_bytes
+    result = export.to_tflite(
+        model, tmp_path / f"{mode}.tflite", mode=mode,
+        representative_data=data.representative_dataset(x, 100), verify_data=xt)
+    assert result.top1_agreement >= 0.97
+    assert result.size_bytes < float_size
+
+
+def test_int8_needs_representative_data(trained_digits_cnn, tmp_path):
+    model, _, _ = trained_digits_cnn
+    with pytest.raises(ValueError, match="representative_data"):
+        export.to_tflite(model, tmp_path / "q.tflite", mode="int8")
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="mode='int3'"):
+        export.to_tflite(model, tmp_path / "q.tflite", mode="int3")
+
+
+def test_failed_verification_leaves_no_file(trained_digits_cnn, tmp_path):
+    model, _, xt = trained_digits_cnn
+    with pytest.raises(export.ExportVerificationError, match="top-1 agreement"):
+        export.to_tflite(model, tmp_path / "m.tflite", mode="dynamic", verify_data=xt[:50],
+                         min_top1_agreement=1.01)
+    assert not list(tmp_path.iterdir())
+
+
+def test_unwritable_path_fails_clearly_and_leaves_nothing(trained_digits_cnn, tmp_path, monkeypatch):
+    model, _, _ = trained_digits_cnn
+    missing = tmp_path / "no" / "such" / "dir" / "m.tflite"
+    with pytest.raises(FileNotFoundError, match="path="):
+        export.to_tflite(model, missing)
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export.to_tflite(model, not_a_folder / "m.tflite")
+    # Permission bits do not stop root (CI), so simulate the read-only folder.
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    with pytest.raises(PermissionError, match="not writable"):
+        export.to_tflite(model, tmp_path / "m.tflite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_conversion_failure_midway_leaves_no_file(trained_digits_cnn, tmp_path, monkeypatch):
+    model, _, xt = trained_digits_cnn
+    from tfcompress.export import tflite
+
+    def broken_run(*args, **kwargs):
+        raise RuntimeError("interpreter crashed")
+
+    monkeypatch.setattr(tflite, "run_tflite", broken_run)
+    with pytest.raises(RuntimeError, match="interpreter crashed"):
+        export.to_tflite(model, tmp_path / "m.tflite", verify_data=xt[:4])
+    assert not list(tmp_path.iterdir())
+
+
+def test_saved_model_round_trip(trained_digits_cnn, tmp_path):
+    model, _, xt = trained_digits_cnn
+    path = export.to_saved_model(model, tmp_path / "sm", verify_data=xt[:32])
+    assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+    assert [p.name for p in tmp_path.iterdir()] == ["sm"]
