@@ -17,4 +17,8 @@ from tfcompress import quantization
 # Re-exports, one block per subpackage (each subpackage owner edits only its block).
 # --- pruning ---
 # --- psg ---
+from tfcompress.psg import QuantizationGrid
+from tfcompress.psg import ScaledGradient
+from tfcompress.psg import ScaledGradientSchedule
+from tfcompress.psg import Zero
 # --- export ---
