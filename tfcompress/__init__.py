@@ -16,9 +16,25 @@ from tfcompress import quantization
 
 # Re-exports, one block per subpackage (each subpackage owner edits only its block).
 # --- pruning ---
+from tfcompress import pruning
+from tfcompress.pruning import ConstantSparsity
+from tfcompress.pruning import PolynomialDecay
+from tfcompress.pruning import PruneWrapper
+from tfcompress.pruning import PruningSummary
+from tfcompress.pruning import UpdateMasks
+from tfcompress.pruning import prune_layer
+from tfcompress.pruning import prune_model
+from tfcompress.pruning import sparsity_report
+from tfcompress.pruning import strip
 # --- psg ---
+from tfcompress import psg
 from tfcompress.psg import QuantizationGrid
 from tfcompress.psg import ScaledGradient
 from tfcompress.psg import ScaledGradientSchedule
 from tfcompress.psg import Zero
-# --- export ---
+# --- quantization ---
+from tfcompress.quantization import fold_batch_norms
+from tfcompress.quantization import quantize_aware
+from tfcompress.quantization import quantize_weights
+# --- export --- (imports TensorFlow lazily, inside its functions)
+from tfcompress import export
