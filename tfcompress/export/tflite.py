@@ -5,7 +5,9 @@ compared with the Keras model (max abs error, top-1 agreement); beyond tolerance
 the export fails loudly and no file is left behind.
 """
 
+import contextlib
 import dataclasses
+import io
 import pathlib
 
 import numpy as np
@@ -136,7 +138,9 @@ def to_tflite(model, path, mode="float", representative_data=None, sparsity=Fals
     max_abs_error = default_err if max_abs_error is None else max_abs_error
     min_top1_agreement = default_top1 if min_top1_agreement is None else min_top1_agreement
     with atomic_output(path) as tmp:
-        flatbuffer = _converter(model, mode, representative_data, sparsity).convert()
+        # The converter re-exports the model and prints its endpoints; keep stdout clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            flatbuffer = _converter(model, mode, representative_data, sparsity).convert()
         tmp.write_bytes(flatbuffer)
         error, agreement, samples = float("nan"), float("nan"), 0
         if verify_data is not None:
