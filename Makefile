@@ -18,10 +18,10 @@ data:
 	@./tools/ensure_data.sh
 
 demo: $(VENV)/.installed-test data
-	$(PY) -m tfcompress.cli demo
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m tfcompress.cli demo
 
 test: $(VENV)/.installed-test data
-	$(PY) -m pytest -n 2 --durations=15 tests
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n 2 --durations=15 tests
 
 bench-deps: $(VENV)/.installed-test $(VENV)/.installed-bench
 
