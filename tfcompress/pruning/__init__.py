@@ -28,6 +28,9 @@ Module map (one public class per module):
 * ``controller`` — mask recomputation (layer-wise / global), stale-mask detection.
 * ``callbacks`` — ``UpdateMasks``, ``PruningSummary``.
 * ``prune_model`` / ``strip`` / ``report`` — model-level helpers.
+* ``dcil`` — ``DCILModel`` and ``dcil()``: the two-path DCIL transform (eq. 5.3–5.4, Alg. 1).
+* ``dpf`` — ``dpf()``: the DPF baseline (feedback mode, global threshold, frozen masks).
+* ``shrink`` — ``shrink()``: structured surgery, pruned filters physically removed (exact).
 
 Extension points: the DCIL two-path transform calls wrappers with
 ``path="pruned"|"super"`` (``modes.py``); structured surgery can read
@@ -41,6 +44,10 @@ from tfcompress.pruning.controller import stale_wrappers
 from tfcompress.pruning.controller import update_masks
 from tfcompress.pruning.criteria import Criterion
 from tfcompress.pruning.criteria import MagnitudeCriterion
+from tfcompress.pruning.dcil import DCILEpochClock
+from tfcompress.pruning.dcil import DCILModel
+from tfcompress.pruning.dcil import dcil
+from tfcompress.pruning.dpf import dpf
 from tfcompress.pruning.granularity import NM
 from tfcompress.pruning.granularity import Block
 from tfcompress.pruning.granularity import Granularity
@@ -54,6 +61,7 @@ from tfcompress.pruning.report import sparsity_report
 from tfcompress.pruning.schedules import ConstantSparsity
 from tfcompress.pruning.schedules import PolynomialDecay
 from tfcompress.pruning.schedules import PruningSchedule
+from tfcompress.pruning.shrink import shrink
 from tfcompress.pruning.strip import strip
 from tfcompress.pruning.strip import strip_layer
 from tfcompress.pruning.wrapper import PruneWrapper
@@ -63,6 +71,8 @@ __all__ = [
     "Block",
     "ConstantSparsity",
     "Criterion",
+    "DCILEpochClock",
+    "DCILModel",
     "Granularity",
     "MagnitudeCriterion",
     "NM",
@@ -75,9 +85,12 @@ __all__ = [
     "Unstructured",
     "UpdateMasks",
     "WeightSpec",
+    "dcil",
+    "dpf",
     "prune_layer",
     "prune_model",
     "register_prunable",
+    "shrink",
     "sparsity_report",
     "stale_wrappers",
     "strip",

@@ -1,0 +1,601 @@
+"""``shrink``: structured surgery — rebuild a model with its pruned filters removed.
+
+After structured (filter) pruning a pruned filter still costs its parameters and
+MACs: ``strip`` only zeroes it. :func:`shrink` rebuilds the functional graph with
+those channels *physically removed* — the producing Conv/Dense layer's output
+channels, the per-channel layers after it (BatchNorm, activations, pooling,
+depthwise convolutions, residual ``Add`` s) and the input channels of every
+consumer (Conv, Dense, Dense after ``Flatten``) — so the model is really smaller
+and faster. The result computes **exactly** the function of the stripped model.
+
+Exactness: a removed channel is not zero downstream
+=======================================================
+
+A pruned filter outputs a *constant*: its kernel is zero, so a Conv/Dense gives
+``bias`` (0 for a masked bias), and a following BatchNorm turns it into
+``beta - mean·gamma/sqrt(var + eps)`` — generally nonzero, and trained (beta still
+gets gradients). ReLU and other elementwise layers map the constant to another
+constant; ``Add`` sums constants. ``shrink`` propagates these per-channel constants
+forward through the graph and removes a channel only where every *consumer*
+(a layer that mixes channels: Conv, Dense) either sees a constant on it or has
+all-zero weights for it; the constant's contribution is then folded into that
+consumer:
+
+* **Dense, Dense after Flatten, Conv with ``padding="valid"`` or a 1×1 kernel** — a
+  constant input channel ``c`` adds the same ``v_c · Σ_taps W[..., c, o]`` at every
+  output position: it is added to the consumer's bias (``use_bias`` is switched on
+  if needed; with Flatten, each spatial position's rows are summed).
+* **Conv with spatial zero padding** (``"same"``, ``"causal"``, kernel > 1): at the
+  border some taps fall on the zero padding, so the contribution varies with the
+  position and no bias can hold it. ``shrink`` then keeps **one** of the removable
+  constant channels of that tensor as a *carrier* (the one with the largest
+  ``|v_k|``) and adds ``Σ_c (v_c / v_k) · W[..., c, :]`` to the carrier's input
+  weights. The carrier is zero-padded exactly like the removed channels, so the
+  result is exact at every position, at the cost of one extra input channel per
+  such tensor. Channels whose constant is 0 (e.g. a negative BN constant after
+  ReLU) need nothing.
+
+Residual ``Add`` groups (and every other chain of per-channel layers) share one
+channel set: a channel is removed from the whole group only if it is removable at
+every consumer of every tensor in the group — i.e. the group keeps the **union**
+of the channels alive in any branch. Depthwise convolutions
+(``depth_multiplier=1``) belong to their input's group: a channel removed upstream
+is removed from the depthwise kernel, and a pruned depthwise channel removes the
+channel feeding it (when nothing else reads it). Through a depthwise conv with
+zero padding a nonzero constant stops being constant (border effect), which keeps
+that channel.
+
+Supported layers: Conv1D/2D/3D and Dense (``groups=1``, channels-last) as producers
+and consumers; DepthwiseConv1D/2D (``depth_multiplier=1``); BatchNormalization
+(last axis); ReLU/LeakyReLU/ELU/elementwise ``Activation``; Dropout and other
+inference-identity layers; Max/Average/Global pooling; ZeroPadding; Cropping;
+Add/Subtract/Average/Maximum/Minimum/Multiply; Flatten. Any other layer (Concatenate,
+Reshape, LayerNormalization, SeparableConv, transposed convs, layers called more
+than once …) is left intact and *freezes* the channels of its input and output
+tensors (they are kept, which is always exact). Model inputs and outputs are
+frozen too, so the classifier's outputs are never removed.
+"""
+
+import keras
+import numpy as np
+
+from tfcompress.pruning._utils import to_numpy
+from tfcompress.pruning.controller import collect_wrappers
+from tfcompress.pruning.dcil import functional_view
+from tfcompress.pruning.granularity import Structured
+from tfcompress.pruning.prune_model import _fresh_copy
+from tfcompress.pruning.prune_model import _is_cloneable
+from tfcompress.pruning.prune_model import clone_with
+from tfcompress.pruning.strip import strip
+from tfcompress.pruning.wrapper import PruneWrapper
+
+L = keras.layers
+_CONVS = (L.Conv1D, L.Conv2D, L.Conv3D)
+_TRANSPOSED = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
+_DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
+_IDENTITY = (
+    L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
+    L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
+    L.Identity,
+    L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
+    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
+    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
+    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
+    L.Cropping1D, L.Cropping2D, L.Cropping3D,
+)
+_ELEMENTWISE = (L.ReLU, L.LeakyReLU, L.ELU, L.Activation)
+_ZERO_PAD = (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D)
+_MERGE = {
+    L.Add: lambda vs: np.sum(vs, axis=0),
+    L.Subtract: lambda vs: vs[0] - vs[1],
+    L.Average: lambda vs: np.mean(vs, axis=0),
+    L.Maximum: lambda vs: np.max(vs, axis=0),
+    L.Minimum: lambda vs: np.min(vs, axis=0),
+    L.Multiply: lambda vs: np.prod(vs, axis=0),
+}
+
+
+def _channels_last(layer):
+    return getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
+def _is_mixer(layer):
+    """Conv/Dense whose input and output channels shrink can rewrite."""
+    if isinstance(layer, L.Dense):
+        return True
+    if isinstance(layer, _CONVS) and not isinstance(layer, _TRANSPOSED + _DEPTHWISE):
+        return _channels_last(layer) and getattr(layer, "groups", 1) == 1
+    return False
+
+
+def _is_depthwise(layer):
+    return (
+        isinstance(layer, _DEPTHWISE)
+        and _channels_last(layer)
+        and layer.depth_multiplier == 1
+    )
+
+
+def _is_bn(layer, rank):
+    axis = layer.axis if isinstance(layer.axis, int) else None
+    if isinstance(layer.axis, (list, tuple)) and len(layer.axis) == 1:
+        axis = layer.axis[0]
+    return axis is not None and (axis == -1 or axis == rank - 1)
+
+
+def _elementwise(layer):
+    if not isinstance(layer, _ELEMENTWISE):
+        return False
+    if isinstance(layer, L.Activation):
+        name = getattr(layer.activation, "__name__", "")
+        return name not in ("softmax", "log_softmax")
+    return True
+
+
+def _uniform(layer):
+    """Whether a constant input channel contributes the same value at every output
+    position (no spatial zero padding reaches the kernel)."""
+    if isinstance(layer, L.Dense):
+        return True
+    spatial = tuple(layer.kernel_size)
+    return layer.padding == "valid" or all(k == 1 for k in spatial)
+
+
+# --------------------------------------------------------------------------- graph
+class _Tensor:
+    __slots__ = ("key", "channels", "positions", "const", "value")
+
+    def __init__(self, key, channels, positions):
+        self.key = key
+        self.channels = channels
+        self.positions = positions
+        self.const = np.zeros((positions, channels), dtype=bool)
+        self.value = np.zeros((positions, channels), dtype=np.float64)
+
+    def const_channels(self):
+        return self.const.all(axis=0)
+
+
+class _Groups:
+    """Union-find over tensors: tensors linked by per-channel layers share one
+    channel set."""
+
+    def __init__(self):
+        self.parent = {}
+        self.frozen = set()
+
+    def add(self, key):
+        self.parent.setdefault(key, key)
+
+    def find(self, key):
+        root = key
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[key] != root:
+            self.parent[key], key = root, self.parent[key]
+        return root
+
+    def union(self, a, b):
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+            if rb in self.frozen:
+                self.frozen.add(ra)
+
+    def freeze(self, key):
+        self.frozen.add(self.find(key))
+
+
+def _weights(layer):
+    return [np.asarray(to_numpy(v), dtype=np.float64) for v in layer.weights]
+
+
+class _Analysis:
+    """Channel groups, consumers (``exits``) and per-channel constants of a flat
+    functional model, in topological order."""
+
+    def __init__(self, model):
+        self.model = model
+        self.tensors = {}
+        self.groups = _Groups()
+        self.nodes = []  # (layer, input keys, output keys, kind)
+        self.exits = []  # (tensor key, layer)
+        self._walk()
+        self._propagate()
+
+    # ---------------------------------------------------------------- structure
+    def _tensor(self, kt, channels=None, positions=1):
+        key = id(kt)
+        if key not in self.tensors:
+            c = channels if channels is not None else kt.shape[-1]
+            if c is None:
+                c = 0
+            self.tensors[key] = _Tensor(key, int(c), int(positions))
+            self.groups.add(key)
+        return key
+
+    def _walk(self):
+        model = self.model
+        depth_keys = sorted(model._nodes_by_depth.keys(), reverse=True)
+        ordered = [n for d in depth_keys for n in model._nodes_by_depth[d]]
+        uses = {}
+        for node in ordered:
+            if node.operation is not None and not node.is_input:
+                uses[id(node.operation)] = uses.get(id(node.operation), 0) + 1
+        for kt in model.inputs:
+            self.groups.freeze(self._tensor(kt))
+        for node in ordered:
+            layer = node.operation
+            if layer is None or node.is_input:
+                continue
+            ins, outs = list(node.input_tensors), list(node.output_tensors)
+            for kt in ins:
+                self._tensor(kt)
+            kind = self._classify(layer, ins, outs, uses[id(layer)])
+            in_keys = [id(kt) for kt in ins]
+            if kind == "flatten":
+                src = self.tensors[in_keys[0]]
+                spatial = int(np.prod(ins[0].shape[1:-1])) if len(ins[0].shape) > 2 else 1
+                out_keys = [self._tensor(outs[0], src.channels, src.positions * spatial)]
+            else:
+                out_keys = [self._tensor(kt) for kt in outs]
+            self.nodes.append((layer, in_keys, out_keys, kind))
+            if kind in ("perchannel", "flatten", "depthwise", "bn", "merge"):
+                for k in in_keys + out_keys:
+                    self.groups.union(in_keys[0], k)
+            elif kind == "mixer":
+                self.exits.append((in_keys[0], layer))
+            else:  # frozen: keep every channel it touches
+                for k in in_keys + out_keys:
+                    self.groups.freeze(k)
+        for kt in model.outputs:
+            self.groups.freeze(id(kt))
+
+    def _classify(self, layer, ins, outs, uses):
+        if uses != 1 or len(outs) != 1 or isinstance(layer, keras.Model):
+            return "frozen"
+        if any(kt.shape[-1] is None for kt in ins + outs):
+            return "frozen"
+        if isinstance(layer, tuple(_MERGE)):
+            shapes = {tuple(kt.shape[1:]) for kt in ins + outs}
+            return "merge" if len(shapes) == 1 and type(layer) in _MERGE else "frozen"
+        if len(ins) != 1:
+            return "frozen"
+        if _is_mixer(layer):
+            return "mixer"
+        if _is_depthwise(layer):
+            return "depthwise"
+        if isinstance(layer, L.BatchNormalization):
+            return "bn" if _is_bn(layer, len(ins[0].shape)) else "frozen"
+        if isinstance(layer, L.Flatten):
+            static = all(d is not None for d in ins[0].shape[1:])
+            return "flatten" if static and _channels_last(layer) else "frozen"
+        if isinstance(layer, _IDENTITY) or _elementwise(layer) or isinstance(layer, _ZERO_PAD):
+            if not _channels_last(layer):
+                return "frozen"
+            return "perchannel" if ins[0].shape[-1] == outs[0].shape[-1] else "frozen"
+        return "frozen"
+
+    # ---------------------------------------------------------------- constants
+    def _propagate(self):
+        for layer, in_keys, out_keys, kind in self.nodes:
+            out = self.tensors[out_keys[0]]
+            if kind == "frozen":
+                continue
+            src = self.tensors[in_keys[0]]
+            if kind == "mixer":
+                w = _weights(layer)
+                kernel = w[0]
+                bias = w[1] if layer.use_bias else np.zeros(kernel.shape[-1])
+                flat = kernel.reshape(-1, kernel.shape[-1])
+                dead = ~flat.any(axis=0)
+                value = _activate(layer, np.where(dead, bias, 0.0))
+                if value is not None:
+                    out.const[:] = dead[None, :]
+                    out.value[:] = np.where(dead, value, 0.0)[None, :]
+            elif kind == "depthwise":
+                w = _weights(layer)
+                kernel = w[0][..., 0]  # (*k, C)
+                bias = w[1] if layer.use_bias else np.zeros(kernel.shape[-1])
+                dead = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
+                c_in, v_in = src.const_channels(), src.value[0]
+                taps = kernel.reshape(-1, kernel.shape[-1]).sum(axis=0)
+                through = c_in & ((v_in == 0) | _uniform(layer))
+                const = dead | through
+                value = _activate(
+                    layer, np.where(dead, bias, np.where(through, v_in * taps + bias, 0.0))
+                )
+                if value is not None:
+                    out.const[:] = const[None, :]
+                    out.value[:] = np.where(const, value, 0.0)[None, :]
+            elif kind == "bn":
+                out.const[:] = src.const
+                out.value[:] = np.where(src.const, _bn_apply(layer, src), 0.0)
+            elif kind == "merge":
+                srcs = [self.tensors[k] for k in in_keys]
+                const = np.logical_and.reduce([s.const for s in srcs])
+                value = _MERGE[type(layer)](np.stack([s.value for s in srcs]))
+                out.const[:] = const
+                out.value[:] = np.where(const, value, 0.0)
+            elif kind == "flatten":
+                reps = out.positions // src.positions
+                out.const[:] = np.tile(src.const, (reps, 1))
+                out.value[:] = np.tile(src.value, (reps, 1))
+            elif isinstance(layer, _ZERO_PAD):
+                out.const[:] = src.const & (src.value == 0)
+                out.value[:] = 0.0
+            elif _elementwise(layer):
+                x = np.where(src.const, src.value, 0.0).astype("float32")
+                y = np.asarray(to_numpy(layer(x)), dtype=np.float64)
+                out.const[:] = src.const
+                out.value[:] = np.where(src.const, y, 0.0)
+            else:  # identity-like on constants (dropout, pooling, cropping)
+                out.const[:] = src.const
+                out.value[:] = src.value
+
+
+def _activate(layer, values):
+    """The layer's own (fused) activation applied to pre-activation constants;
+    ``None`` when it mixes channels (softmax)."""
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return values
+    if getattr(activation, "__name__", "") in ("softmax", "log_softmax"):
+        return None
+    out = activation(np.asarray(values, dtype="float32")[None])
+    return np.asarray(to_numpy(out), dtype=np.float64)[0]
+
+
+def _bn_apply(layer, t):
+    params = {
+        v.path.split("/")[-1]: np.asarray(to_numpy(v), dtype=np.float64) for v in layer.weights
+    }
+    shape = (t.positions, t.channels)
+    gamma = params["gamma"].reshape(shape) if layer.scale else 1.0
+    beta = params["beta"].reshape(shape) if layer.center else 0.0
+    mean = params["moving_mean"].reshape(shape)
+    var = params["moving_variance"].reshape(shape)
+    return (t.value - mean) / np.sqrt(var + layer.epsilon) * gamma + beta
+
+
+# --------------------------------------------------------------------------- plan
+class _Plan:
+    """Kept channels per group, carriers, and each mixer's folded weights."""
+
+    def __init__(self, analysis):
+        self.a = analysis
+        groups = analysis.groups
+        self.members = {}
+        for key in analysis.tensors:
+            self.members.setdefault(groups.find(key), []).append(key)
+        self.kept = {}  # group root -> sorted kept channel indices
+        self.carrier = {}  # (tensor key, id(layer)) -> carrier channel
+        exits_by_group = {}
+        for key, layer in analysis.exits:
+            exits_by_group.setdefault(groups.find(key), []).append((key, layer))
+        for root, keys in self.members.items():
+            if root in groups.frozen:
+                continue
+            self._plan_group(root, keys, exits_by_group.get(root, []))
+
+    def _input_weights(self, key, layer):
+        """Mixer kernel viewed as ``(positions, channels, *rest)`` over its input."""
+        t = self.a.tensors[key]
+        kernel = np.asarray(to_numpy(layer.kernel), dtype=np.float64)
+        if isinstance(layer, L.Dense):
+            return kernel.reshape(t.positions, t.channels, kernel.shape[-1])
+        return np.moveaxis(kernel, -2, 0)[None]  # (1, C, *k, out)
+
+    def _plan_group(self, root, keys, exits):
+        n = self.a.tensors[keys[0]].channels
+        removable = np.ones(n, dtype=bool)
+        ignored = {}
+        for key, layer in exits:
+            w = self._input_weights(key, layer)
+            ign = ~np.moveaxis(w, 1, 0).reshape(n, -1).any(axis=1)
+            ignored[(key, id(layer))] = ign
+            removable &= ign | self.a.tensors[key].const_channels()
+        if not removable.any():
+            self.kept[root] = np.arange(n)
+            return
+        carriers = set()
+        for key, layer in exits:
+            if _uniform(layer):
+                continue
+            t = self.a.tensors[key]
+            value = t.value[0]
+            ign = ignored[(key, id(layer))]
+            need = removable & ~ign & (value != 0)
+            need[list(carriers)] = False
+            if not need.any():
+                continue
+            candidates = removable & t.const_channels() & (value != 0)
+            in_use = [c for c in carriers if candidates[c]]
+            pool = in_use or list(np.flatnonzero(candidates))
+            k = max(pool, key=lambda c: abs(value[c]))
+            carriers.add(int(k))
+            self.carrier[(key, id(layer))] = int(k)
+        removed = removable.copy()
+        removed[list(carriers)] = False
+        if removed.all():  # a layer needs at least one channel
+            removed[0] = False
+        self.kept[root] = np.flatnonzero(~removed)
+
+    def kept_of(self, key):
+        root = self.a.groups.find(key)
+        return self.kept.get(root)  # None: every channel is kept
+
+    # ---------------------------------------------------------------- weights
+    def mixer_weights(self, layer, in_key, out_key):
+        """New ``(kernel, bias, use_bias)`` of a Conv/Dense layer."""
+        kernel = np.asarray(to_numpy(layer.kernel), dtype=np.float64)
+        bias = (
+            np.asarray(to_numpy(layer.bias), dtype=np.float64)
+            if layer.use_bias else np.zeros(kernel.shape[-1])
+        )
+        use_bias = layer.use_bias
+        kept_in = self.kept_of(in_key)
+        if kept_in is not None:
+            t = self.a.tensors[in_key]
+            w = self._input_weights(in_key, layer).copy()  # (P, C, ..., out)
+            removed = np.setdiff1d(np.arange(t.channels), kept_in)
+            const = t.const_channels()
+            contrib = [c for c in removed if const[c]]
+            k = self.carrier.get((in_key, id(layer)))
+            if _uniform(layer):
+                if contrib:  # v_c · Σ_{positions, taps} W[p, c, ..., o]  →  bias
+                    vals = t.value[:, contrib]  # (P, n)
+                    sums = w[:, contrib].reshape(t.positions, len(contrib), -1, w.shape[-1])
+                    add = np.einsum("pn,pnto->o", vals, sums)
+                else:
+                    add = np.zeros_like(bias)
+                if np.any(add != 0):
+                    bias = bias + add
+                    use_bias = True
+            else:
+                for c in contrib:
+                    v = t.value[0, c]
+                    if v != 0 and c != k and w[0, c].any():
+                        w[0, k] = w[0, k] + (v / t.value[0, k]) * w[0, c]
+            w = w[:, kept_in]
+            if isinstance(layer, L.Dense):
+                kernel = w.reshape(-1, w.shape[-1])
+            else:
+                kernel = np.moveaxis(w[0], 0, -2)
+        kept_out = self.kept_of(out_key)
+        if kept_out is not None:
+            kernel = kernel[..., kept_out]
+            bias = bias[kept_out]
+        return kernel, bias, use_bias
+
+
+# --------------------------------------------------------------------------- public
+def _check_structured(model):
+    wrappers = collect_wrappers(model)
+    if not wrappers:
+        return False
+    bad = [f"{w.name} ({w.granularity.name})" for w in wrappers
+           if not isinstance(w.granularity, Structured)]
+    if bad:
+        raise ValueError(
+            "shrink needs structured (filter) masks: prune with "
+            "granularity='structured'. These wrappers have other granularities: "
+            f"{bad}."
+        )
+    return True
+
+
+def shrink(model, check=True):
+    """Rebuilds ``model`` with its pruned filters physically removed (exact).
+
+    ``model`` is either pruned with ``granularity="structured"`` (wrapped; the
+    masks are baked in with :func:`strip` first) or a plain model whose pruned
+    filters are all-zero kernel slices. Pruned output channels are removed from
+    their Conv/Dense layer, from the per-channel layers after it (BatchNorm,
+    activations, pooling, depthwise convolutions, residual ``Add`` groups) and
+    from the input of every consuming Conv/Dense layer (through ``Flatten`` too).
+    Constant outputs of removed channels (bias, BatchNorm's ``beta − mean·γ/σ``,
+    after ReLU …) are folded into the consumers' biases, or into one kept
+    *carrier* channel where a zero-padded convolution makes the contribution
+    position-dependent — see the module docstring. The result computes the same
+    function as ``strip(model)`` up to float rounding.
+
+    Residual ``Add`` groups keep the union of the channels alive in any branch.
+
+    Args:
+        model: a flat functional or Sequential model (wrapped with structured
+            masks, or stripped).
+        check: passed to :func:`strip` (raise if masks are stale).
+
+    Returns:
+        A new plain functional model (also for a Sequential input) with fewer
+        parameters and MACs (compare with :func:`~tfcompress.pruning.sparsity_report`).
+        Kept channels keep their order; a group may keep a few pruned channels:
+        those alive in another branch of a residual ``Add``, and at most one
+        carrier per tensor read by a zero-padded convolution.
+
+    Raises:
+        ValueError: if the model has wrappers with a non-structured granularity,
+            has no structured sparsity at all (no all-zero output filter in any
+            Conv/Dense layer), is subclassed, or contains nested models.
+
+    Example:
+        >>> pruned = prune_model(model, schedule=ConstantSparsity(0.5),
+        ...                      granularity="structured")
+        >>> # ... fit with UpdateMasks ...
+        >>> small = shrink(pruned)
+        >>> small.count_params() < strip(pruned).count_params()
+        True
+    """
+    if not isinstance(model, keras.Model) or not _is_cloneable(model):
+        raise ValueError(
+            "shrink supports functional and Sequential models; received: "
+            f"model={model!r}"
+        )
+    wrapped = _check_structured(model)
+    if wrapped:
+        plain = strip(model, check=check)
+    else:
+        if any(isinstance(l, PruneWrapper) for l in model._flatten_layers()):
+            raise ValueError("shrink: the model's PruneWrappers are not built yet.")
+        plain, _ = clone_with(model, _fresh_copy)
+    plain = functional_view(plain)
+    nested = [l.name for l in plain.layers if isinstance(l, keras.Model)]
+    if nested:
+        raise ValueError(
+            f"shrink supports flat models; {nested} are nested models. Rebuild the "
+            "model without nesting first."
+        )
+    analysis = _Analysis(plain)
+    dead_somewhere = any(
+        kind == "mixer" and analysis.tensors[outs[0]].const.any()
+        for _, _, outs, kind in analysis.nodes
+    )
+    if not wrapped and not dead_somewhere:
+        raise ValueError(
+            "shrink found no structured sparsity in the model: no Conv/Dense layer "
+            "has an all-zero output filter. Prune it with "
+            "prune_model(..., granularity='structured') (or dcil/dpf with "
+            "granularity='structured') first."
+        )
+    plan = _Plan(analysis)
+    new_weights, new_config = {}, {}
+    for layer, in_keys, out_keys, kind in analysis.nodes:
+        if kind == "mixer":
+            kernel, bias, use_bias = plan.mixer_weights(layer, in_keys[0], out_keys[0])
+            config = layer.get_config()
+            config["filters" if "filters" in config else "units"] = int(kernel.shape[-1])
+            config["use_bias"] = bool(use_bias)
+            new_config[id(layer)] = config
+            new_weights[id(layer)] = [kernel, bias] if use_bias else [kernel]
+        elif kind in ("depthwise", "bn"):
+            kept = plan.kept_of(in_keys[0])
+            if kept is None:
+                continue
+            t = analysis.tensors[in_keys[0]]
+            sliced = []
+            for v in layer.weights:
+                arr = np.asarray(to_numpy(v))
+                if kind == "depthwise" and v is layer.kernel:
+                    sliced.append(arr[..., kept, :])
+                else:
+                    sliced.append(arr.reshape(t.positions, t.channels)[:, kept].reshape(-1))
+            new_weights[id(layer)] = sliced
+
+    pairs = {}
+
+    def clone_function(layer):
+        config = new_config.get(id(layer))
+        new = layer.__class__.from_config(config) if config else _fresh_copy(layer)
+        pairs[id(layer)] = (layer, new)
+        return new
+
+    shrunk = keras.models.clone_model(plain, clone_function=clone_function)
+    for key, (original, new) in pairs.items():
+        if not new.weights:
+            continue
+        values = new_weights.get(key)
+        if values is None:
+            values = original.get_weights()
+        new.set_weights([np.asarray(v, dtype=w.dtype) for v, w in zip(values, new.weights)])
+    return shrunk
