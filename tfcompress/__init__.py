@@ -22,8 +22,11 @@ from tfcompress.pruning import PolynomialDecay
 from tfcompress.pruning import PruneWrapper
 from tfcompress.pruning import PruningSummary
 from tfcompress.pruning import UpdateMasks
+from tfcompress.pruning import dcil
+from tfcompress.pruning import dpf
 from tfcompress.pruning import prune_layer
 from tfcompress.pruning import prune_model
+from tfcompress.pruning import shrink
 from tfcompress.pruning import sparsity_report
 from tfcompress.pruning import strip
 # --- psg ---
