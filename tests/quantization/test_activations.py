@@ -91,8 +91,10 @@ def test_quantize_activations_calibrates_layer_inputs(small_cnn, images, calibra
 
 
 def test_w_a_pipeline_and_dataset_inputs(images, tmp_keras_path):
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="relu"),
-                              keras.layers.Flatten(), keras.layers.Dense(3)])
+    # Explicit names: auto-generated ones depend on what else ran in this process.
+    model = keras.Sequential([keras.Input((8, 8, 3)),
+                              keras.layers.Conv2D(4, 3, activation="relu", name="conv2d"),
+                              keras.layers.Flatten(), keras.layers.Dense(3, name="dense")])
     ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(16))).batch(4)
     w4a8 = quantize_activations(quantize_weights(model, 4), ds, bits=8, num_batches=2, skip=["dense"])
     assert [l.name for l in w4a8.layers if isinstance(l, FakeQuantActivation)] == ["conv2d_input_quant"]
