@@ -31,15 +31,15 @@ from bench import harness
 PARTIAL = harness.RESULTS_DIR / "partial" / "dcil_vs_dpf"
 SETTINGS = {
     "model": "resnet14", "width": 16, "input_shape": [28, 28, 1],
-    "train_subset": 10000, "test_subset": 5000, "epochs": 12, "batch": 128,
-    "lr": 0.1, "lr_decay_epochs": [6, 10], "lr_decay": 0.1, "momentum": 0.9,
-    "weight_decay": 5e-4, "target_epoch": 8, "mask_frequency": 16,
-    "dcil_warmup_epochs": 3, "temperature": 2.0, "kl_weight": 1.0,
+    "train_subset": 10000, "curve_test_subset": 2000, "epochs": 10, "batch": 128,
+    "lr": 0.1, "lr_decay_epochs": [5, 8], "lr_decay": 0.1, "momentum": 0.9,
+    "weight_decay": 5e-4, "target_epoch": 6, "mask_frequency": 16,
+    "dcil_warmup_epochs": 2, "temperature": 2.0, "kl_weight": 1.0,
     "evals_per_epoch": 4, "sparsities": [0.9, 0.95], "seeds": [0, 1],
 }
 METHODS = ("dense", "dpf", "dcil", "tfmot")
 if os.environ.get("BENCH_SMOKE") == "1":  # A minute-long check of the plumbing only.
-    SETTINGS.update(model="resnet8", train_subset=512, test_subset=500, epochs=2,
+    SETTINGS.update(model="resnet8", train_subset=512, curve_test_subset=500, epochs=2,
                     lr_decay_epochs=[1], target_epoch=1, dcil_warmup_epochs=1,
                     sparsities=[0.9], seeds=[0])
     PARTIAL = pathlib.Path("/tmp/bench_smoke/dcil_vs_dpf")
@@ -48,9 +48,10 @@ if os.environ.get("BENCH_SMOKE") == "1":  # A minute-long check of the plumbing 
 
 def _runs():
     for seed in SETTINGS["seeds"]:
-        yield ("dense", 0.0, seed)
         for sparsity in SETTINGS["sparsities"]:
-            for method in METHODS[1:]:
+            if sparsity == SETTINGS["sparsities"][0]:
+                yield ("dense", 0.0, seed)
+            for method in ("dcil", "dpf", "tfmot"):
                 yield (method, sparsity, seed)
 
 
@@ -74,8 +75,9 @@ def run_one(method, sparsity, seed):
 
     s = SETTINGS
     keras.utils.set_random_seed(seed)
-    (x, y), (xt, yt) = data.load_fashion_mnist_arrays(
-        subset=s["train_subset"], test_subset=s["test_subset"], seed=seed)
+    (x, y), (xt_full, yt_full) = data.load_fashion_mnist_arrays(
+        subset=s["train_subset"], seed=seed)
+    xt, yt = xt_full[:s["curve_test_subset"]], yt_full[:s["curve_test_subset"]]
     steps_per_epoch = math.ceil(len(x) / s["batch"])
     eval_every = max(1, steps_per_epoch // s["evals_per_epoch"])
     # A multiple of F, so every library's last mask update lands on the target sparsity.
@@ -159,16 +161,20 @@ def run_one(method, sparsity, seed):
         final = pruning.strip(infer) if method != "dense" else infer
         kernels = [l.kernel.numpy() for l in final.layers
                    if hasattr(l, "kernel") and l.name != "head"]
+    final_accuracy = infer.evaluate(xt_full, yt_full, batch_size=500, verbose=0)
+    final_accuracy = final_accuracy[1] if isinstance(final_accuracy, list) else final_accuracy
     zeros = sum(int((k == 0).sum()) for k in kernels)
     total = sum(k.size for k in kernels)
     return {"method": method, "sparsity_target": sparsity, "seed": seed,
-            "sparsity_reached": zeros / total, "curve": curve, "seconds": seconds}
+            "sparsity_reached": zeros / total, "curve": curve, "seconds": seconds,
+            "final_test_accuracy": float(final_accuracy)}
 
 
 def _summary(record):
     accs = [a for _, a in record["curve"]]
     tail = max(4, math.ceil(0.1 * len(accs)))
-    return {"last": accs[-1], "best": max(accs), "tail_std": statistics.pstdev(accs[-tail:]),
+    return {"last": record["final_test_accuracy"], "best": max(accs),
+            "tail_std": statistics.pstdev(accs[-tail:]),
             "tail_points": tail}
 
 
@@ -205,12 +211,15 @@ def aggregate():
         "DCIL vs DPF vs TFMOT magnitude pruning, ResNet-14 on Fashion-MNIST (002 tables 5.1/5.5)",
         settings={**SETTINGS, "runs_done": len(records), "runs_planned": expected},
         tables=[{"title": "Test accuracy of the pruned (inference) model, mean ± std over seeds",
-                 "columns": ["method", "target", "seeds", "sparsity reached", "last %", "best %",
+                 "columns": ["method", "target", "seeds", "sparsity reached",
+                            "last % (full test set)", "best % (curve)",
                              "late std (points)", "train s"],
                  "rows": rows}],
         claims=claims,
-        notes=("Accuracy is measured on the first 5000 Fashion-MNIST test images "
-               f"{SETTINGS['evals_per_epoch']}× per epoch; 'late std' is the std of those "
+        notes=("'last' is the final model's accuracy on the full 10k test set; the curve is "
+               f"measured on the first {SETTINGS['curve_test_subset']} test images "
+               f"{SETTINGS['evals_per_epoch']}× per epoch ('best' is its maximum); "
+               "'late std' is the std of those "
                "evaluations over the last 10 % of training (at least 4 points), averaged over "
                "seeds. All pruned methods prune every convolution (not the classifier head) "
                "with a cubic schedule reaching the target at the target epoch; DPF and DCIL use "
