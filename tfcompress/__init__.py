@@ -39,5 +39,7 @@ from tfcompress.psg import Zero
 from tfcompress.quantization import fold_batch_norms
 from tfcompress.quantization import quantize_aware
 from tfcompress.quantization import quantize_weights
+# --- kernels --- (TensorFlow/XLA inference layers; TensorFlow imported lazily)
+from tfcompress import kernels
 # --- export --- (imports TensorFlow lazily, inside its functions)
 from tfcompress import export

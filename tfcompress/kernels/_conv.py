@@ -1,0 +1,99 @@
+"""The int8 convolution core shared by ``QuantizedConv2D`` and
+``QuantizedDepthwiseConv2D``.
+
+Formulation (chosen by measurement, see ``bench/kernels.py``): the input is quantized
+to int8 and convolved with the int8 kernel by one XLA ``convolution`` with int32
+accumulation (``XlaConvV2`` with ``preferred_element_type=int32``, NHWC × HWIO),
+then rescaled once (``input_scale · kernel_scale``). On this CPU, im2col
+formulations (shifted slices concatenated along channels, or one int8 matmul per
+kernel tap) lose to it: materializing the ``kh·kw``-times larger patch matrix costs
+more than the int8 matmul saves.
+"""
+
+from tfcompress.kernels import _common
+from tfcompress.kernels.packing import unpack_int4_graph
+
+
+def same_padding(size, kernel, stride, dilation):
+    """TensorFlow's ``"same"`` padding ``(lo, hi)`` for one spatial axis.
+
+    ``size`` may be a Python int or a scalar int32 tensor (computed in the graph from
+    the static shape; XLA folds it to a constant).
+    """
+    effective = (kernel - 1) * dilation + 1
+    out = (size + stride - 1) // stride
+    total = (out - 1) * stride + effective - size
+    if isinstance(total, int):
+        total = max(total, 0)
+    else:
+        total = _common.tf().maximum(total, 0)
+    return total // 2, total - total // 2
+
+
+def explicit_padding(x, kernel_size, strides, dilation, padding):
+    """``[[lo, hi], [lo, hi]]`` for the two spatial axes of an NHWC tensor."""
+    if padding == "valid":
+        return [[0, 0], [0, 0]]
+    tf = _common.tf()
+    dims = []
+    for axis in (1, 2):
+        size = x.shape[axis]
+        size = int(size) if size is not None else tf.shape(x)[axis]
+        dims.append(list(same_padding(size, kernel_size[axis - 1], strides[axis - 1],
+                                      dilation[axis - 1])))
+    if all(isinstance(v, int) for pair in dims for v in pair):
+        return dims
+    return tf.stack([tf.stack([tf.convert_to_tensor(v) for v in pair]) for pair in dims])
+
+
+def _dimension_numbers():
+    from tensorflow.compiler.tf2xla.python import xla as tfxla
+
+    d = tfxla.xla_data_pb2.ConvolutionDimensionNumbers()
+    d.input_batch_dimension = 0
+    d.input_feature_dimension = 3
+    d.input_spatial_dimensions.extend([1, 2])
+    d.kernel_spatial_dimensions.extend([0, 1])
+    d.kernel_input_feature_dimension = 2
+    d.kernel_output_feature_dimension = 3
+    d.output_batch_dimension = 0
+    d.output_feature_dimension = 3
+    d.output_spatial_dimensions.extend([1, 2])
+    return d
+
+
+def xla_conv(x, w, strides, pads, dilation, groups, preferred_element_type):
+    """One XLA convolution NHWC × HWIO -> NHWC (no TF op has int8 × int8 → int32)."""
+    from tensorflow.compiler.tf2xla.python import xla as tfxla
+
+    return tfxla.conv(x, w, window_strides=list(strides), padding=pads,
+                      lhs_dilation=[1, 1], rhs_dilation=list(dilation),
+                      dimension_numbers=_dimension_numbers(), feature_group_count=groups,
+                      preferred_element_type=preferred_element_type, use_v2=True)
+
+
+def conv_core(x, kernel, kernel_scale, input_scale, *, bits, out_channels, kernel_size,
+              strides, padding, dilation, groups, mode):
+    """``x`` NHWC float32 -> NHWC float32, without bias or activation.
+
+    ``kernel`` is HWIO int8 (for ``bits=4``: packed along the output-channel axis).
+    """
+    tf = _common.tf()
+    w = kernel if bits == 8 else unpack_int4_graph(kernel, out_channels, axis=3)
+    pads = explicit_padding(x, kernel_size, strides, dilation, padding)
+    if mode == "none":
+        # Weight-only: dequantize the (small) kernel, convolve in float.
+        w_float = tf.cast(w, tf.float32) * kernel_scale
+        return xla_conv(x, w_float, strides, pads, dilation, groups, tf.float32)
+    x_q, scale = _common.quantize_inputs(x, mode, input_scale, axes=(1, 2, 3))
+    acc = xla_conv(x_q, w, strides, pads, dilation, groups, tf.int32)
+    return tf.cast(acc, tf.float32) * (scale * kernel_scale)
+
+
+def conv_output_length(size, kernel, stride, dilation, padding):
+    if size is None:
+        return None
+    if padding == "same":
+        return (size + stride - 1) // stride
+    effective = (kernel - 1) * dilation + 1
+    return (size - effective) // stride + 1
