@@ -95,3 +95,18 @@ def test_saved_model_round_trip(trained_digits_cnn, tmp_path):
     path = export.to_saved_model(model, tmp_path / "sm", verify_data=xt[:32])
     assert os.path.isfile(os.path.join(path, "saved_model.pb"))
     assert [p.name for p in tmp_path.iterdir()] == ["sm"]
+
+
+def test_sparse_int8_export_runs_in_litert(trained_digits_cnn, tmp_path):
+    # XNNPACK rejects sparse int8 fully-connected layers; run_tflite falls back to
+    # the built-in kernels instead of failing.
+    model, x, xt = trained_digits_cnn
+    import tfcompress
+
+    pruned = tfcompress.prune_model(model, schedule=tfcompress.ConstantSparsity(0.8))
+    tfcompress.pruning.update_masks(pruned, force=True)
+    stripped = tfcompress.strip(pruned)
+    result = export.to_tflite(stripped, tmp_path / "s.tflite", mode="int8", sparsity=True,
+                              representative_data=data.representative_dataset(x, 100),
+                              verify_data=xt[:200], min_top1_agreement=0.9)
+    assert result.top1_agreement >= 0.9

@@ -65,23 +65,18 @@ def _converter(model, mode, representative_data, sparsity):
     return converter
 
 
-def run_tflite(model_path_or_bytes, inputs, num_threads=1):
-    """Runs a TFLite model in the LiteRT interpreter on a batch, one sample at a time.
-
-    Args:
-        model_path_or_bytes: a ``.tflite`` path or the flatbuffer bytes.
-        inputs: numpy array, first axis = samples.
-        num_threads: interpreter threads.
-
-    Returns:
-        numpy array of outputs (float32; int8 outputs are dequantized).
-    """
+def _interpreter(model_path_or_bytes, num_threads, op_resolver_type=None):
     from ai_edge_litert.interpreter import Interpreter
 
+    kwargs = {"num_threads": num_threads}
+    if op_resolver_type is not None:
+        kwargs["experimental_op_resolver_type"] = op_resolver_type
     if isinstance(model_path_or_bytes, (bytes, bytearray)):
-        interpreter = Interpreter(model_content=bytes(model_path_or_bytes), num_threads=num_threads)
-    else:
-        interpreter = Interpreter(model_path=str(model_path_or_bytes), num_threads=num_threads)
+        return Interpreter(model_content=bytes(model_path_or_bytes), **kwargs)
+    return Interpreter(model_path=str(model_path_or_bytes), **kwargs)
+
+
+def _invoke_all(interpreter, inputs):
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
@@ -99,6 +94,30 @@ def run_tflite(model_path_or_bytes, inputs, num_threads=1):
             result = (result.astype("float32") - out_zero) * out_scale
         outputs.append(result[0])
     return np.stack(outputs)
+
+
+def run_tflite(model_path_or_bytes, inputs, num_threads=1):
+    """Runs a TFLite model in the LiteRT interpreter on a batch, one sample at a time.
+
+    The default XNNPACK delegate is used when it can run the model; some models it
+    rejects (e.g. sparse int8 fully-connected layers) run on the built-in kernels.
+
+    Args:
+        model_path_or_bytes: a ``.tflite`` path or the flatbuffer bytes.
+        inputs: numpy array, first axis = samples.
+        num_threads: interpreter threads.
+
+    Returns:
+        numpy array of outputs (float32; int8 outputs are dequantized).
+    """
+    from ai_edge_litert.interpreter import OpResolverType
+
+    try:
+        return _invoke_all(_interpreter(model_path_or_bytes, num_threads), inputs)
+    except RuntimeError:
+        fallback = _interpreter(model_path_or_bytes, num_threads,
+                                OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        return _invoke_all(fallback, inputs)
 
 
 def to_tflite(model, path, mode="float", representative_data=None, sparsity=False,
