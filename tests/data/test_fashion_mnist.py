@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tfcompress import data
+from tfcompress.data.fashion_mnist import SHARED_MNIST_DIR as SHARED_MNIST
 
 
 def test_real_fashion_mnist_shapes_ranges_and_labels():
@@ -100,10 +101,20 @@ def test_representative_dataset_yields_single_samples():
         data.representative_dataset(test, n=0)
 
 
-def test_digits_and_mnist_test_split():
+def test_digits():
     (x, y), (xt, yt) = data.load_digits(test_fraction=0.25)
     assert x.shape[1:] == (8, 8, 1) and len(x) + len(xt) == 1797
     assert 0.0 <= x.min() and x.max() <= 1.0
+
+
+def test_mnist_test_split_missing_folder_is_reported(tmp_path):
+    with pytest.raises(data.DataNotFoundError, match="MNIST test-split files not found"):
+        data.load_mnist_test_split(data_dir=tmp_path)
+
+
+@pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="the project's shared/data/mnist folder is not beside this checkout")
+def test_mnist_test_split():
     (mx, my), (mxt, myt) = data.load_mnist_test_split(train_size=8000)
     assert mx.shape == (8000, 28, 28, 1) and mxt.shape == (2000, 28, 28, 1)
     assert abs(float(np.concatenate([mx, mxt]).mean()) - 0.1325) < 5e-3  # MNIST test mean

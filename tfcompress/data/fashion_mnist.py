@@ -23,7 +23,7 @@ _FILES = {
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
 # Real MNIST test split shipped in the project's shared folder (002 fig. 4.6 data).
-_SHARED_MNIST_DIR = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
+SHARED_MNIST_DIR = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
 CLASS_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -164,7 +164,7 @@ def load_mnist_test_split(data_dir=None, train_size=8000):
     Returns:
         ``((x_train, y_train), (x_test, y_test))`` as float32 in [0, 1] and int32.
     """
-    folder = pathlib.Path(data_dir) if data_dir is not None else _SHARED_MNIST_DIR
+    folder = pathlib.Path(data_dir) if data_dir is not None else SHARED_MNIST_DIR
     paths = [folder / "t10k-images-idx3-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz"]
     if not all(p.is_file() for p in paths):
         raise DataNotFoundError(f"MNIST test-split files not found in {folder}: expected {paths}.")
