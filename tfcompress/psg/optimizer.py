@@ -105,6 +105,11 @@ class ScaledGradient(keras.optimizers.Optimizer):
     λ_s = 10 (CIFAR-10) to 500-1000 (ImageNet) for quantization and 100-1200 for
     sparse training, with PSG switched on at the first LR decay (or for the last
     15 epochs) -- see :class:`~tfcompress.psg.ScaledGradientSchedule`.
+    Those values assume PSG starts from a trained model at a decayed LR. The
+    effective step is ``η₀·λ_s·|w − Q(w)|`` and ``Δ`` grows with ``max|w|``, so
+    λ_s must shrink as η₀ and the weights grow: training the 784-50-20-10 MLP
+    *from scratch* with SGD(0.05, momentum 0.9), λ_s = 5 worked while 20-50
+    diverged (tutorial 02, ``bench/psg_quant.py``'s validation grid).
 
     Because PSG only rescales gradients, it composes with any loss, e.g. a
     distillation loss ``L + T²·KL(z_T‖z_S)`` (eq. 4.11-4.12).
