@@ -207,13 +207,6 @@ def quantized_accuracy(model, x, y, bits, per_channel=False, bits_overrides=None
     return accuracy(q, x, y)
 
 
-def first_last_names(model):
-    from tfcompress.quantization import quantizable_layers
-
-    names = quantizable_layers(model)
-    return names[0], names[-1]
-
-
 def prune_magnitude(model, sparsity, scope="global"):
     """A clone with the smallest-magnitude kernel weights set to zero (no fine-tuning).
 

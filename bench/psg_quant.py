@@ -16,8 +16,9 @@ Protocol (DESIGN.md, benchmark protocol):
    the 60k training images; training on the first 50k), seed 0. Every grid point
    and its validation numbers are stored in the result file. Selection rule,
    fixed before looking at test data: among settings whose validation float
-   accuracy is at least SGD's minus 1 point (002 §4.3.1: "the performance of
-   the uncompressed model is not degraded"), take the best validation accuracy
+   accuracy is at least SGD's minus 1.5 points (the bar's tolerance; 002
+   §4.3.1: "the performance of the uncompressed model is not degraded"), take
+   the best validation accuracy
    at the target bit-width (Zero: mean accuracy after 50-90 % global magnitude
    pruning); if none qualifies, the best float accuracy.
 2. **Final runs** with the chosen settings on all 60k training images, seeds 1
@@ -29,8 +30,13 @@ the script is restarted; trained weights needed by later steps (KD teacher,
 the models compared side by side) are cached under ``$PSG_QUANT_CACHE``
 (default ``/tmp/psg_quant_cache``) and retrained if missing.
 
-Usage: ``python -m bench.psg_quant [--skip-resnet] [--resnet-subset 8000]``
-(about an hour on 2 shared CPU cores; run it with ``nohup … &``).
+Also: a ResNet-8 SGD vs PSGD@W4 run on a training subset, Keras's
+``model.quantize`` and QAT side by side with PTQ on one PSGD@W4 model, and a
+per-layer 2-bit diagnostic.
+
+Usage: ``python -m bench.psg_quant [--skip-resnet] [--resnet-subset 6000]``
+(about 80-100 minutes on 2 shared CPU cores; run it with ``nohup … &``; a
+rerun with every run stored only rebuilds the tables, in seconds).
 """
 
 import argparse
@@ -232,7 +238,7 @@ def tune_mlp(runner):
     zero_rows = [["SGD", sgd_lr, "-", "-", *[sgd[sgd_lr]["pruned_global"][str(s)] for s in SPARSITIES]]]
     for s, r in cands_zero(runner):
         zero_rows.append(["PSGD@Zero", *s, *[r["pruned_global"][str(x)] for x in SPARSITIES]])
-    return chosen, rows, zero_rows, sgd_fp
+    return chosen, rows, zero_rows
 
 
 def cands_zero(runner):
@@ -364,6 +370,8 @@ def side_by_side(runner, cfgs, splits, chosen):
 
 def w2_diagnostics(runner, cfgs, splits):
     """Where the 2-bit accuracy of the PSGD@W2 / SGD models is lost, layer by layer."""
+    import keras
+
     from tfcompress.quantization import quantize_dequantize, quantize_weights
 
     xt, yt = splits["test"]
@@ -374,9 +382,7 @@ def w2_diagnostics(runner, cfgs, splits):
             done = runner.store.get(key)
             if done is None:
                 model = runner.model(cfgs[label], seed, "final", prune=label == "SGD")
-                import keras
-
-                keras.utils.set_random_seed(seed)
+                keras.utils.set_random_seed(seed)  # the seed's initial weights, as in train()
                 init = pc.build_model("mlp")
                 init_max = {n: float(np.max(np.abs(w))) for n, w in pc.kernels(init).items()}
                 layer_rows = []
@@ -636,7 +642,7 @@ def main(argv=None):
         pc.attach_runs(str(path), runs)
 
     runner = Runner(splits, write_partial)
-    chosen, tune_rows, zero_tune_rows, _ = tune_mlp(runner)
+    chosen, tune_rows, zero_tune_rows = tune_mlp(runner)
     print("chosen:", chosen, flush=True)
     cfgs = final_cfgs(chosen)
     results = final_mlp(runner, cfgs)
@@ -655,7 +661,7 @@ def main(argv=None):
                                   "% near grid", "% → 0", "acc, only this layer W2"],
                       "rows": diag_rows})
     claims = build_claims(results, resnet, sbs_rows)
-    notes = NOTES.format(qat_epochs=sbs_notes["qat_epochs"], qat_lr=sbs_notes["qat_lr"])
+    notes = make_notes(results, resnet, chosen, sbs_notes)
     path = harness.write_result(NAME, title, settings_dict(args, chosen, resnet), tables,
                                 claims, notes)
     pc.attach_runs(str(path), runner.store.runs)
@@ -677,10 +683,84 @@ def _smoke():
     GRID_ZERO, GRID_ADAM, RESNET_LAMBDAS = GRID_ZERO[:1], GRID_ADAM[:1], RESNET_LAMBDAS[:1]
 
 
-NOTES = """\
-(Filled in after the run; see the claims for what reproduced.) QAT: quantize_aware(bits=4, \
-per_channel=False, activations=False) on the SGD model, fine-tuned {qat_epochs} epochs at lr \
-{qat_lr} (the budget of the PSG phase of PSGD@W4)."""
+def make_notes(results, resnet, chosen, sbs_notes):
+    m = lambda label, f: mean_std([f(r) for r in results[label]])[0]  # noqa: E731
+    p_fp, p_w2 = m("PSGD@W2", lambda r: r["fp"]), m("PSGD@W2", lambda r: r["q"]["2"])
+    sgd_fp, sgd_w2 = m("SGD", lambda r: r["fp"]), m("SGD", lambda r: r["q"]["2"])
+    kd_w2 = [r["q"]["2"] for r in results["PSGD@W2 + KD"]]
+    w2 = chosen["w2"]
+    parts = [
+        "WHAT REPRODUCED. (1) Sparse training (table 4.3): PSGD@Zero keeps its accuracy under "
+        "global magnitude pruning without fine-tuning far better than SGD at 70-90 % (with "
+        "layer-wise pruning the advantage holds to 80 % and both collapse at 90 %, where every "
+        "layer, the 20x10 head included, keeps only a tenth of its weights). (2) Table 4.12 at 3 and 4 bits: PSGD@W3 and "
+        "PSGD@W4 (PSG from the first LR decay, the paper's CIFAR protocol) beat SGD after "
+        "per-tensor PTQ at their target bits with a lower weight MSE; PSGD@W2 models keep "
+        "3-bit and 4-bit accuracy within ~1 point of float. (3) At every bit-width the PSGD "
+        "weights sit closer to the grid (MSE column).",
+        f"WHAT DID NOT REPRODUCE. (a) The 2-bit bar: SGD's 2-bit accuracy collapses "
+        f"({sgd_w2:.1f} %) and PSGD@W2's float accuracy stays within 1.5 points of SGD's "
+        f"({p_fp:.2f} vs {sgd_fp:.2f}), but PSGD@W2 loses {p_fp - p_w2:.1f} points at 2 bits "
+        f"(goal <= 1.5). The chosen setting (lr {w2['lr']}, λ_s {w2['lambda_s']}, PSG from "
+        "epoch 0) lost only 1.2 points on the validation split with seed 0, so the tuning seed "
+        "was favourable. Diagnosis (exploratory validation runs and the per-layer table): the "
+        "library recomputes Δ = max|w| every step, and with momentum 0.9 a weight can overshoot "
+        "the current maximum, become the new maximum (|w − Q(w)| = 0, frozen there) and move "
+        "the whole layer's grid; lr·λ_s ≈ 0.5 is stable, 0.8 is not (λ_s 4 at lr 0.2, λ_s 20 "
+        "at lr 0.05: the 2-bit accuracy falls to 10-20 %; λ_s 15 at lr 0.05 grew dense1's max "
+        "|w| from 0.085 to 0.93 so 99 % of its weights quantize to 0), and below 0.5 the "
+        "weights do not reach the grid in 12 epochs. In the final PSGD@W2 models no runaway "
+        "happened (dense1's max |w| 0.085 -> 0.10) but only 37-59 % of each layer's weights lie "
+        "within 0.05·Δ of a grid point (SGD: 8-28 %); quantizing any one layer to 2 bits costs "
+        "0.4-1.8 points and the losses add up. Training longer (20 epochs) made the 2-bit "
+        "gap worse (74.9 % on validation), not better. The authors' code (PSG-pytorch, "
+        "quant_module.py) uses an exponential moving average (momentum 0.1) of the weight range "
+        "instead of the per-step max, which damps exactly this; tfcompress does not. "
+        f"(b) PSGD@W2 + KD (same lr·λ_s as PSGD@W2, not tuned) diverged at 2 bits on both seeds "
+        f"(W2 {kd_w2}): the KD gradient is larger than the CE gradient and pushes lr·λ_s·g past "
+        "the stable range. (c) Adam + PSG (table 4.11) did not help: Adam divides each "
+        "coordinate by the root of its second moment, so multiplying the gradient by "
+        "λ_s·(|w − Q(w)| + ε) is largely normalised away (λ_s cancels exactly); only the "
+        "time variation of |w − Q(w)| remains. The authors' code multiplies Adam's learning "
+        "rate by λ_s/100 instead of relying on the gradient scale.",
+    ]
+    if resnet:
+        f = resnet["final"]
+        s_, p_ = f["SGD"], f[f"PSGD@W{RESNET_BITS}"]
+        parts.append(
+            f"RESNET. {RESNET['arch']} on a {resnet['subset']}-image subset, {RESNET['epochs']} "
+            f"epochs (PSG for the last {RESNET['epochs'] - RESNET['decay'][0]}), one seed: SGD "
+            f"FP {s_['fp']} / W4 {s_['q']['4']} / W3 {s_['q']['3']}, PSGD@W4 (λ_s "
+            f"{resnet['chosen']['lambda_s']}) FP {p_['fp']} / W4 {p_['q']['4']} / W3 "
+            f"{p_['q']['3']}. With BatchNorm after every conv, per-tensor 4-bit PTQ already costs "
+            "SGD little here, and on validation neither λ_s improved W4 over SGD in 3 PSG "
+            "epochs; this short run is not evidence either way for the paper's 150-epoch "
+            "CIFAR result.")
+    parts.append(
+        "SIDE BY SIDE. Keras 3.15 model.quantize covers Dense layers only (all three layers of "
+        "the MLP; on ResNet-8 it quantizes only the head, checked with a separate probe). "
+        "Its per-channel int4 (block_size=-1) gives the same accuracy as our per-channel "
+        "quantize_weights int4, a cross-check of eq. 4.13; its default int4 uses groups of 128 "
+        "inputs with zero points (finer than per-channel). QAT: quantize_aware(bits=4, "
+        f"per_channel=False, activations=False) on the SGD model, fine-tuned "
+        f"{sbs_notes['qat_epochs']} epochs (the PSG budget of PSGD@W4) at lr {sbs_notes['qat_lr']}.")
+    parts.append(
+        "TUNING HONESTY. All choices were made on the validation split (last 10k training "
+        "images) with seed 0; the test set was read only by the final runs. Before the script "
+        "ran, exploratory validation runs (PSGD@W2: λ_s 10/15/20/30/50 at lr 0.05, PSG from "
+        "epoch 0 or 8, 12 or 20 epochs, no LR decay; QAT at 2 bits from scratch: diverged) set "
+        "where the grid lies; the grid points the script ran are all in the tuning table. The "
+        "W3/W4/W8 grids were extended once after their first points (scaled by 2^(n-1)-1) were "
+        "unstable on validation. The float-accuracy tolerance of the selection rule was 1.0 "
+        "point in the first draft and set to the bar's 1.5 before the final runs: with 1.0 no "
+        "W2 point qualified on validation and the fallback (best float accuracy) would have "
+        "picked lr 0.4, λ_s 1.25 (val W2 84.07 vs 85.74 for the chosen point).")
+    parts.append(
+        "Runtime about 100 min in total (one restart after extending the grids) on 2 CPU cores shared with other jobs (load 5-8); a rerun with everything stored takes seconds. Weight decay 0 "
+        "everywhere (the authors switch it off at 2 bits). keep_8bit is not used for the MLP: "
+        "every layer, including the first and the last, is trained and evaluated at the target "
+        "bits; the 20x10 head is (narrowly) the most sensitive layer at 2 bits.")
+    return " ".join(parts)
 
 
 if __name__ == "__main__":
