@@ -124,3 +124,20 @@ def batch_norm(K, x, name):
     return K.layers.BatchNormalization(
         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
     )(x)
+
+
+def check_six_n_depth(depth, offset, examples):
+    """Validates a depth of the form ``6n + offset`` (n >= 1) and returns ``n``.
+
+    CIFAR ResNets use ``offset=2`` (8, 14, 20, ...), WRNs ``offset=4`` (10, 16, ...).
+    """
+    if (
+        isinstance(depth, bool)
+        or not isinstance(depth, numbers.Integral)
+        or depth < 6 + offset
+        or (depth - offset) % 6
+    ):
+        raise ValueError(
+            f"depth must be 6n+{offset} ({examples}, ...); received: depth={depth!r}"
+        )
+    return (int(depth) - offset) // 6

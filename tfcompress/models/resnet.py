@@ -1,23 +1,11 @@
 """CIFAR-style ResNet (He et al. 2016, §4.2): ResNet-8/14/20/32/56/110."""
 
-import numbers
-
 from tfcompress.models import _common
 
 
 def check_resnet_depth(depth):
     """Validates a CIFAR ResNet depth (6n+2, n >= 1) and returns ``n``."""
-    if (
-        isinstance(depth, bool)
-        or not isinstance(depth, numbers.Integral)
-        or depth < 8
-        or (depth - 2) % 6
-    ):
-        raise ValueError(
-            "depth must be 6n+2 (8, 14, 20, 32, 56, ...); "
-            f"received: depth={depth!r}"
-        )
-    return (int(depth) - 2) // 6
+    return _common.check_six_n_depth(depth, 2, "8, 14, 20, 32, 56")
 
 
 def resnet(

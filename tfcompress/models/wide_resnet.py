@@ -1,23 +1,11 @@
 """Wide Residual Networks, WRN-d-k (Zagoruyko & Komodakis 2016)."""
 
-import numbers
-
 from tfcompress.models import _common
 
 
 def check_wrn_depth(depth):
     """Validates a WRN depth (6n+4, n >= 1) and returns ``n``."""
-    if (
-        isinstance(depth, bool)
-        or not isinstance(depth, numbers.Integral)
-        or depth < 10
-        or (depth - 4) % 6
-    ):
-        raise ValueError(
-            "depth must be 6n+4 (10, 16, 22, 28, 40, ...); "
-            f"received: depth={depth!r}"
-        )
-    return (int(depth) - 4) // 6
+    return _common.check_six_n_depth(depth, 4, "10, 16, 22, 28, 40")
 
 
 def wide_resnet(
