@@ -28,7 +28,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import harness
 
-PARTIAL = harness.RESULTS_DIR / "partial" / "dcil_vs_dpf"
 SETTINGS = {
     "model": "resnet14", "width": 16, "input_shape": [28, 28, 1],
     "train_subset": 10000, "curve_test_subset": 2000, "epochs": 10, "batch": 128,
@@ -37,21 +36,34 @@ SETTINGS = {
     "dcil_warmup_epochs": 2, "temperature": 2.0, "kl_weight": 1.0,
     "evals_per_epoch": 4, "sparsities": [0.9, 0.95], "seeds": [0, 1],
 }
-METHODS = ("dense", "dpf", "dcil", "tfmot")
+# The "gpu" profile: a longer run on the full training set, for Keras-on-JAX on a GPU
+# machine (DESIGN.md "Portability"). TFMOT needs TensorFlow, so it is not in this profile.
+GPU_SETTINGS = {
+    **SETTINGS, "model": "resnet20", "train_subset": None, "curve_test_subset": 10000,
+    "epochs": 30, "lr_decay_epochs": [15, 23], "target_epoch": 15,
+    "dcil_warmup_epochs": 3, "seeds": [0, 1],
+}
+PROFILES = {"cpu": (SETTINGS, ("dense", "dcil", "dpf", "tfmot"), "dcil_vs_dpf"),
+            "gpu": (GPU_SETTINGS, ("dense", "dcil", "dpf"), "dcil_vs_dpf_gpu")}
+PROFILE = os.environ.get("DCIL_BENCH_PROFILE", "cpu")
+if PROFILE not in PROFILES:
+    raise SystemExit(f"DCIL_BENCH_PROFILE must be one of {sorted(PROFILES)}, got {PROFILE!r}")
+SETTINGS, METHODS, RESULT_NAME = PROFILES[PROFILE]
+PARTIAL = harness.RESULTS_DIR / "partial" / RESULT_NAME
 if os.environ.get("BENCH_SMOKE") == "1":  # A minute-long check of the plumbing only.
-    SETTINGS.update(model="resnet8", train_subset=512, curve_test_subset=500, epochs=2,
-                    lr_decay_epochs=[1], target_epoch=1, dcil_warmup_epochs=1,
-                    sparsities=[0.9], seeds=[0])
-    PARTIAL = pathlib.Path("/tmp/bench_smoke/dcil_vs_dpf")
+    SETTINGS = {**SETTINGS, "model": "resnet8", "train_subset": 512, "curve_test_subset": 500,
+                "epochs": 2, "lr_decay_epochs": [1], "target_epoch": 1,
+                "dcil_warmup_epochs": 1, "sparsities": [0.9], "seeds": [0]}
+    PARTIAL = pathlib.Path("/tmp/bench_smoke") / RESULT_NAME
     harness.RESULTS_DIR = PARTIAL.parent  # Never overwrite real results.
 
 
 def _runs():
     for seed in SETTINGS["seeds"]:
         for sparsity in SETTINGS["sparsities"]:
-            if sparsity == SETTINGS["sparsities"][0]:
+            if sparsity == SETTINGS["sparsities"][0] and "dense" in METHODS:
                 yield ("dense", 0.0, seed)
-            for method in ("dcil", "dpf", "tfmot"):
+            for method in METHODS[1:]:
                 yield (method, sparsity, seed)
 
 
@@ -140,6 +152,8 @@ def run_one(method, sparsity, seed):
     class Probe(callbacks_module.Callback):
         def on_train_batch_end(self, batch, logs=None):
             if (batch + 1) % eval_every == 0:
+                if hasattr(self.model, "jax_state_sync"):  # Keras-on-JAX holds state outside.
+                    self.model.jax_state_sync()
                 acc = infer.evaluate(xt, yt, batch_size=500, verbose=0)
                 acc = acc[1] if isinstance(acc, list) else acc
                 curve.append((self.epoch + (batch + 1) / steps_per_epoch, float(acc)))
@@ -166,8 +180,20 @@ def run_one(method, sparsity, seed):
     zeros = sum(int((k == 0).sum()) for k in kernels)
     total = sum(k.size for k in kernels)
     return {"method": method, "sparsity_target": sparsity, "seed": seed,
+            "backend": "tf_keras" if method == "tfmot" else keras.backend.backend(),
+            "device": _device_name(),
             "sparsity_reached": zeros / total, "curve": curve, "seconds": seconds,
             "final_test_accuracy": float(final_accuracy)}
+
+
+def _device_name():
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return str(jax.devices()[0].device_kind)
+    return "cpu"
 
 
 def _summary(record):
@@ -189,7 +215,9 @@ def aggregate():
         mean = lambda k: statistics.mean(s[k] for s in sums)  # noqa: E731
         spread = lambda k: statistics.pstdev([s[k] for s in sums]) if len(sums) > 1 else 0.0  # noqa: E731
         by[(method, sparsity)] = {k: mean(k) for k in ("last", "best", "tail_std")}
-        rows.append([method, sparsity, len(rs), statistics.mean(r["sparsity_reached"] for r in rs),
+        backends = sorted({f"{r.get('backend', 'tensorflow')}/{r.get('device', 'cpu')}" for r in rs})
+        rows.append([method, sparsity, len(rs), ", ".join(backends),
+                     statistics.mean(r["sparsity_reached"] for r in rs),
                      f"{100 * mean('last'):.2f} ± {100 * spread('last'):.2f}",
                      f"{100 * mean('best'):.2f} ± {100 * spread('best'):.2f}",
                      f"{100 * mean('tail_std'):.3f}",
@@ -206,12 +234,15 @@ def aggregate():
                            "measured": f"{100 * d['tail_std']:.3f} vs {100 * p['tail_std']:.3f} points",
                            "met": d["tail_std"] < p["tail_std"]})
     expected = len(list(_runs()))
+    title = {"cpu": "DCIL vs DPF vs TFMOT magnitude pruning, ResNet-14 on a 10k Fashion-MNIST "
+                    "subset (002 tables 5.1/5.5)",
+             "gpu": "DCIL vs DPF, ResNet-20 on the full Fashion-MNIST training set, 30 epochs, "
+                    "Keras on JAX on a GPU (002 tables 5.1/5.5)"}[PROFILE]
     harness.write_result(
-        "dcil_vs_dpf",
-        "DCIL vs DPF vs TFMOT magnitude pruning, ResNet-14 on Fashion-MNIST (002 tables 5.1/5.5)",
+        RESULT_NAME, title,
         settings={**SETTINGS, "runs_done": len(records), "runs_planned": expected},
         tables=[{"title": "Test accuracy of the pruned (inference) model, mean ± std over seeds",
-                 "columns": ["method", "target", "seeds", "sparsity reached",
+                 "columns": ["method", "target", "seeds", "backend/device", "sparsity reached",
                             "last % (full test set)", "best % (curve)",
                              "late std (points)", "train s"],
                  "rows": rows}],
@@ -225,16 +256,45 @@ def aggregate():
                "with a cubic schedule reaching the target at the target epoch; DPF and DCIL use "
                "one global L2 threshold with F=16; TFMOT uses its own layer-wise magnitude "
                "threshold (its only mode) on the tf_keras twin with identical initial weights. "
+               "The same code runs on TensorFlow (CPU) and on Keras-on-JAX (GPU); the "
+               "backend/device column says where each group's runs trained (training "
+               "seconds are therefore not comparable across rows). "
                + ("" if len(records) == expected else
                   f"INCOMPLETE: {len(records)} of {expected} runs finished; rerun the script "
                   "to resume.")))
     print(f"aggregated {len(records)}/{expected} runs")
 
 
+def _run_all(todo, jobs):
+    """Trains each missing run in its own process, ``jobs`` at a time."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    running, failed = [], []
+    while todo or running:
+        while todo and len(running) < jobs:
+            method, sparsity, seed = todo.pop(0)
+            print(f"running {method} sparsity={sparsity} seed={seed}", flush=True)
+            running.append(((method, sparsity, seed), subprocess.Popen(
+                [sys.executable, "-m", "bench.dcil_vs_dpf", "--run", method, str(sparsity),
+                 str(seed)], cwd=root)))
+        time.sleep(1)
+        for run, process in list(running):
+            if process.poll() is not None:
+                running.remove((run, process))
+                if process.returncode:
+                    failed.append(run)
+                aggregate()
+    if failed:
+        raise SystemExit(f"runs failed: {failed}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aggregate", action="store_true")
     parser.add_argument("--run", nargs=3, metavar=("METHOD", "SPARSITY", "SEED"))
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at once (each in its own process; useful on a GPU)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated subset of the methods to run now")
     args = parser.parse_args(argv)
     if args.run:
         method, sparsity, seed = args.run[0], float(args.run[1]), int(args.run[2])
@@ -245,14 +305,10 @@ def main(argv=None):
         print(f"{path.name}: last {record['curve'][-1][1]:.4f}, {record['seconds']:.0f} s")
         return 0
     if not args.aggregate:
-        for method, sparsity, seed in _runs():
-            if (PARTIAL / f"{_key(method, sparsity, seed)}.json").exists():
-                continue
-            print(f"running {method} sparsity={sparsity} seed={seed}", flush=True)
-            subprocess.run([sys.executable, "-m", "bench.dcil_vs_dpf", "--run", method,
-                            str(sparsity), str(seed)], check=True,
-                           cwd=pathlib.Path(__file__).resolve().parent.parent)
-            aggregate()
+        wanted = set(args.methods.split(","))
+        todo = [run for run in _runs() if run[0] in wanted
+                and not (PARTIAL / f"{_key(*run)}.json").exists()]
+        _run_all(todo, args.jobs)
     aggregate()
     return 0
 
