@@ -227,3 +227,69 @@ def as_float32(x):
     tf_ = tf()
     x = tf_.convert_to_tensor(x)
     return x if x.dtype == tf_.float32 else tf_.cast(x, tf_.float32)
+
+
+# --------------------------------------------------------------------------- layer pieces
+def add_output_weights(layer, units, kernel_scale=True):
+    """Adds the float weights every kernel layer keeps beside its stored kernel.
+
+    Sets ``layer.kernel_scale`` (one scale per output unit, or ``None`` when
+    ``kernel_scale`` is false: float storage), ``layer.input_scale`` (the calibrated
+    scalar of ``input_quantization="static"``, else ``None``) and ``layer.bias``
+    (``None`` without ``use_bias``). All are non-trainable: these layers are for
+    inference.
+    """
+    def add(name, shape, initializer):
+        return layer.add_weight(name=name, shape=shape, dtype="float32",
+                                initializer=initializer, trainable=False)
+
+    layer.kernel_scale = (add("kernel_scale", (units,), "ones")
+                          if kernel_scale else None)
+    layer.input_scale = (add("input_scale", (), "ones")
+                         if layer.input_quantization == "static" else None)
+    layer.bias = add("bias", (units,), "zeros") if layer.use_bias else None
+
+
+def assign_output_weights(layer, units, kernel_scale, bias, activations_scale):
+    """Fills the weights made by :func:`add_output_weights`.
+
+    Raises:
+        ValueError: a static-input layer without ``activations_scale``.
+    """
+    if layer.kernel_scale is not None:
+        layer.kernel_scale.assign(kernel_scale)
+    if layer.input_scale is not None:
+        if activations_scale is None:
+            raise ValueError(f"{layer.name}: input_quantization='static' needs "
+                             "activations_scale; received: activations_scale=None")
+        layer.input_scale.assign(np.float32(activations_scale))
+    if layer.bias is not None:
+        layer.bias.assign(np.zeros(units, np.float32) if bias is None
+                          else np.asarray(bias, np.float32))
+
+
+def finish_output(layer, y):
+    """Adds the bias, applies the activation and casts to the compute dtype."""
+    if layer.bias is not None:
+        y = y + layer.bias.value
+    if layer.activation is not None:
+        y = layer.activation(y)
+    return tf().cast(y, layer.compute_dtype) if layer.compute_dtype != "float32" else y
+
+
+def apply_over_last_axis(layer, inputs, core, *args):
+    """Runs a 2-D ``core(x, *args) -> (M, units)`` on inputs of any rank ≥ 2.
+
+    Leading axes are flattened into rows and restored afterwards, as Keras's Dense
+    does; bias, activation and the dtype cast follow (:func:`finish_output`).
+    """
+    tf_ = tf()
+    x = as_float32(inputs)
+    rank = x.shape.rank
+    if rank != 2:
+        lead = tf_.shape(x)[:-1]
+        x = tf_.reshape(x, (-1, layer.in_features))
+    y = core(x, *args)
+    if rank != 2:
+        y = tf_.reshape(y, tf_.concat([lead, [layer.units]], axis=0))
+    return finish_output(layer, y)

@@ -71,19 +71,7 @@ class _QuantizedConvBase(keras.layers.Layer):
         self.kernel = self.add_weight(
             name="kernel", shape=self.kernel_size + (self.in_per_group, stored_out),
             dtype="int8", initializer="zeros", trainable=False)
-        self.kernel_scale = self.add_weight(name="kernel_scale", shape=(self.out_channels,),
-                                            dtype="float32", initializer="ones",
-                                            trainable=False)
-        self.input_scale = None
-        if self.input_quantization == "static":
-            self.input_scale = self.add_weight(name="input_scale", shape=(),
-                                               dtype="float32", initializer="ones",
-                                               trainable=False)
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(name="bias", shape=(self.out_channels,),
-                                        dtype="float32", initializer="zeros",
-                                        trainable=False)
+        _common.add_output_weights(self, self.out_channels)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: self.in_channels})
 
     def set_float_weights(self, kernel, bias=None, activations_scale=None):
@@ -97,15 +85,8 @@ class _QuantizedConvBase(keras.layers.Layer):
         if self.bits == 4:
             w_q = pack_int4(w_q, axis=3)
         self.kernel.assign(w_q)
-        self.kernel_scale.assign(scale)
-        if self.input_scale is not None:
-            if activations_scale is None:
-                raise ValueError(f"{self.name}: input_quantization='static' needs "
-                                 "activations_scale; received: activations_scale=None")
-            self.input_scale.assign(np.float32(activations_scale))
-        if self.bias is not None:
-            self.bias.assign(np.zeros(self.out_channels, np.float32) if bias is None
-                             else np.asarray(bias, np.float32))
+        _common.assign_output_weights(self, self.out_channels, scale, bias,
+                                      activations_scale)
 
     def dequantized_kernel(self):
         """The float HWIO kernel this layer computes with (numpy)."""
@@ -115,7 +96,6 @@ class _QuantizedConvBase(keras.layers.Layer):
         return w.astype(np.float32) * _common.to_numpy(self.kernel_scale)
 
     def call(self, inputs):
-        tf = _common.tf()
         x = _common.as_float32(inputs)
         core = _common.compiled(
             _conv.conv_core, bits=self.bits, out_channels=self.out_channels,
@@ -123,11 +103,7 @@ class _QuantizedConvBase(keras.layers.Layer):
             dilation=self.dilation_rate, groups=self.groups_, mode=self.input_quantization)
         y = core(x, _common.read(self.kernel), _common.read(self.kernel_scale),
                  _common.read(self.input_scale))
-        if self.bias is not None:
-            y = y + self.bias.value
-        if self.activation is not None:
-            y = self.activation(y)
-        return tf.cast(y, self.compute_dtype) if self.compute_dtype != "float32" else y
+        return _common.finish_output(self, y)
 
     def compute_output_shape(self, input_shape):
         spatial = [_conv.conv_output_length(input_shape[1 + i], self.kernel_size[i],

@@ -121,18 +121,7 @@ class QuantizedDense(keras.layers.Layer):
         rows = self.units if self.bits == 8 else math.ceil(self.units / 2)
         self.kernel = self.add_weight(name="kernel", shape=(rows, self.in_features),
                                       dtype="int8", initializer="zeros", trainable=False)
-        self.kernel_scale = self.add_weight(name="kernel_scale", shape=(self.units,),
-                                            dtype="float32", initializer="ones",
-                                            trainable=False)
-        self.input_scale = None
-        if self.input_quantization == "static":
-            self.input_scale = self.add_weight(name="input_scale", shape=(),
-                                               dtype="float32", initializer="ones",
-                                               trainable=False)
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(name="bias", shape=(self.units,), dtype="float32",
-                                        initializer="zeros", trainable=False)
+        _common.add_output_weights(self, self.units)
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: self.in_features})
 
     def set_float_weights(self, kernel, bias=None, activations_scale=None):
@@ -151,15 +140,7 @@ class QuantizedDense(keras.layers.Layer):
         if self.bits == 4:
             w_q = pack_int4(w_q, axis=0)
         self.kernel.assign(w_q)
-        self.kernel_scale.assign(scale)
-        if self.input_scale is not None:
-            if activations_scale is None:
-                raise ValueError(f"{self.name}: input_quantization='static' needs "
-                                 "activations_scale; received: activations_scale=None")
-            self.input_scale.assign(np.float32(activations_scale))
-        if self.bias is not None:
-            self.bias.assign(np.zeros(self.units, np.float32) if bias is None
-                             else np.asarray(bias, np.float32))
+        _common.assign_output_weights(self, self.units, scale, bias, activations_scale)
 
     @classmethod
     def from_dense(cls, layer, activations_scale=None, bits=8, input_quantization=None,
@@ -208,23 +189,11 @@ class QuantizedDense(keras.layers.Layer):
 
     # ------------------------------------------------------------------ compute
     def call(self, inputs):
-        tf = _common.tf()
-        x = _common.as_float32(inputs)
-        rank = x.shape.rank
-        if rank != 2:
-            lead = tf.shape(x)[:-1]
-            x = tf.reshape(x, (-1, self.in_features))
         core = _common.compiled(_dense_core, bits=self.bits, units=self.units,
                                 mode=self.input_quantization)
-        y = core(x, _common.read(self.kernel), _common.read(self.kernel_scale),
-                 _common.read(self.input_scale))
-        if self.bias is not None:
-            y = y + self.bias.value
-        if rank != 2:
-            y = tf.reshape(y, tf.concat([lead, [self.units]], axis=0))
-        if self.activation is not None:
-            y = self.activation(y)
-        return tf.cast(y, self.compute_dtype) if self.compute_dtype != "float32" else y
+        return _common.apply_over_last_axis(
+            self, inputs, core, _common.read(self.kernel), _common.read(self.kernel_scale),
+            _common.read(self.input_scale))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

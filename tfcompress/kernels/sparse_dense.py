@@ -168,20 +168,7 @@ class SparseDense(keras.layers.Layer):
         self.block_cols = self.add_weight(name="block_cols", shape=(self.num_blocks,),
                                           dtype="int32", initializer="zeros",
                                           trainable=False)
-        self.kernel_scale = None
-        if self.bits == 8:
-            self.kernel_scale = self.add_weight(name="kernel_scale", shape=(self.units,),
-                                                dtype="float32", initializer="ones",
-                                                trainable=False)
-        self.input_scale = None
-        if self.input_quantization == "static":
-            self.input_scale = self.add_weight(name="input_scale", shape=(),
-                                               dtype="float32", initializer="ones",
-                                               trainable=False)
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(name="bias", shape=(self.units,), dtype="float32",
-                                        initializer="zeros", trainable=False)
+        _common.add_output_weights(self, self.units, kernel_scale=self.bits == 8)
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: self.in_features})
 
     @property
@@ -234,12 +221,7 @@ class SparseDense(keras.layers.Layer):
         new.blocks.assign(blocks)
         new.block_rows.assign(rows)
         new.block_cols.assign(cols)
-        if scale is not None:
-            new.kernel_scale.assign(scale)
-        if new.input_scale is not None:
-            new.input_scale.assign(np.float32(act_scale))
-        if bias is not None:
-            new.bias.assign(np.asarray(bias, np.float32))
+        _common.assign_output_weights(new, new.units, scale, bias, act_scale)
         return new
 
     @classmethod
@@ -291,25 +273,13 @@ class SparseDense(keras.layers.Layer):
         return dense
 
     def call(self, inputs):
-        tf = _common.tf()
-        x = _common.as_float32(inputs)
-        rank = x.shape.rank
-        if rank != 2:
-            lead = tf.shape(x)[:-1]
-            x = tf.reshape(x, (-1, self.in_features))
         core = _common.compiled(
             _sparse_core, block_shape=self.block_shape, grid=self.grid, units=self.units,
             num_blocks=self.num_blocks, bits=self.bits, mode=self.input_quantization)
-        y = core(x, _common.read(self.blocks), _common.read(self.block_rows),
-                 _common.read(self.block_cols), _common.read(self.kernel_scale),
-                 _common.read(self.input_scale))
-        if self.bias is not None:
-            y = y + self.bias.value
-        if rank != 2:
-            y = tf.reshape(y, tf.concat([lead, [self.units]], axis=0))
-        if self.activation is not None:
-            y = self.activation(y)
-        return tf.cast(y, self.compute_dtype) if self.compute_dtype != "float32" else y
+        return _common.apply_over_last_axis(
+            self, inputs, core, _common.read(self.blocks), _common.read(self.block_rows),
+            _common.read(self.block_cols), _common.read(self.kernel_scale),
+            _common.read(self.input_scale))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
