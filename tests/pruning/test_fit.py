@@ -107,6 +107,29 @@ def test_steps_per_execution_updates_at_execution_boundaries():
         assert w.sparsity() == pytest.approx(0.5, abs=0.005)
 
 
+def test_update_masks_touches_variables_only_at_update_points(monkeypatch):
+    """Batches with no update due cost the callback no variable read or assign."""
+    from tfcompress.pruning import controller
+
+    updates = []
+    apply_updates = controller.apply_updates
+
+    def recording(model, wrappers, *args, **kwargs):
+        updated, counters = apply_updates(model, wrappers, *args, **kwargs)
+        updates.append((wrappers[0].read_counters()[0], len(updated)))
+        return updated, counters
+
+    monkeypatch.setattr(controller, "apply_updates", recording)
+    pruned = _compile(prune_model(
+        _small_model(), schedule=PolynomialDecay(0.0, 0.5, 2, 9, frequency=3)))
+    x, y = _small_data()  # 8 batches of 4 per epoch
+    pruned.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[UpdateMasks()])
+    # looked at step 0 (start), then only at the update points 2, 5, 8 and 9 (end)
+    assert updates == [(0, 0), (2, 2), (5, 2), (8, 2), (9, 2)]
+    for w in pruned.layers[1:]:
+        assert w.read_counters() == (16, 9, 16)
+
+
 def test_training_without_update_masks_is_detected():
     pruned = _compile(
         prune_model(_small_model(), schedule=PolynomialDecay(0.0, 0.5, 0, 5, frequency=2))

@@ -127,3 +127,27 @@ def test_global_structured_counts_parameters():
     glob = sparsity_report(pruned)["global"]
     # within one filter of the target fraction of parameters
     assert abs(glob["sparsity"] - 0.5) <= 3 * 3 * 16 / glob["params"]
+
+
+def _select_by_stable_sort(scores, sizes, sparsity):
+    """The selection rule spelled out: prune the lowest scores (stable order) until
+    the pruned size is closest to ``sparsity`` of the total."""
+    keep = np.ones(scores.shape, dtype=bool)
+    order = np.argsort(scores, kind="stable")
+    cum = np.concatenate([[0.0], np.cumsum(sizes[order])])
+    keep[order[: int(np.argmin(np.abs(cum - sparsity * cum[-1])))]] = False
+    return keep
+
+
+@pytest.mark.parametrize("size", [1.0, 9.0])
+def test_equal_size_selection_matches_the_stable_sort_with_ties(size):
+    from tfcompress.pruning.controller import select_units
+
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 64, 1001):
+        for scores in (rng.random(n), rng.integers(0, 4, n).astype(float), np.zeros(n)):
+            sizes = np.full(n, size)
+            for sparsity in (0.0, 0.1, 0.5, 0.55, 0.9, 0.999):
+                np.testing.assert_array_equal(
+                    select_units(scores, sizes, sparsity),
+                    _select_by_stable_sort(scores, sizes, sparsity))

@@ -34,6 +34,24 @@ def test_update_points_and_due():
     assert s.update_due(4, 6, frequency=2)
 
 
+@pytest.mark.parametrize("keep_updating", [False, True])
+@pytest.mark.parametrize("frequency", [None, 3])
+def test_next_update_point_agrees_with_update_due(keep_updating, frequency):
+    schedules = (
+        PolynomialDecay(0.0, 0.8, begin_step=4, end_step=30, frequency=8),
+        PolynomialDecay(0.0, 0.8, begin_step=0, end_step=32, frequency=8),
+        ConstantSparsity(0.5, begin_step=2, frequency=5),
+        ConstantSparsity(0.5, begin_step=3, end_step=3, frequency=4),
+    )
+    for s in schedules:
+        for prev in range(-1, 60):
+            due = [c for c in range(prev, 120)
+                   if s.update_due(prev, c, keep_updating, frequency)]
+            expected = due[0] if due else None
+            got = s.next_update_point(prev, keep_updating, frequency)
+            assert got == expected or (expected is None and got >= 120), (s, prev)
+
+
 def test_constant_sparsity_never_ending():
     s = ConstantSparsity(0.5, begin_step=2, frequency=3)
     assert [c for c in range(12) if s(c)[0]] == [2, 5, 8, 11]

@@ -30,7 +30,8 @@ Module map (one public class per module):
 * ``prune_model`` / ``strip`` / ``report`` — model-level helpers.
 * ``dcil`` — ``DCILModel`` and ``dcil()``: the two-path DCIL transform (eq. 5.3–5.4, Alg. 1).
 * ``dpf`` — ``dpf()``: the DPF baseline (feedback mode, global threshold, frozen masks).
-* ``shrink`` — ``shrink()``: structured surgery, pruned filters physically removed (exact).
+* ``shrink`` — ``shrink()``: structured surgery, pruned filters physically removed (exact);
+  ``channel_groups()``: the layers feeding one residual ``Add`` (one shared channel mask).
 
 Extension points: the DCIL two-path transform calls wrappers with
 ``path="pruned"|"super"`` (``modes.py``); structured surgery can read
@@ -61,6 +62,7 @@ from tfcompress.pruning.report import sparsity_report
 from tfcompress.pruning.schedules import ConstantSparsity
 from tfcompress.pruning.schedules import PolynomialDecay
 from tfcompress.pruning.schedules import PruningSchedule
+from tfcompress.pruning.shrink import channel_groups
 from tfcompress.pruning.shrink import shrink
 from tfcompress.pruning.strip import strip
 from tfcompress.pruning.strip import strip_layer
@@ -85,6 +87,7 @@ __all__ = [
     "Unstructured",
     "UpdateMasks",
     "WeightSpec",
+    "channel_groups",
     "dcil",
     "dpf",
     "prune_layer",

@@ -1,5 +1,6 @@
 """Callbacks: ``UpdateMasks`` (recompute masks on schedule) and ``PruningSummary``."""
 
+import math
 import warnings
 
 import keras
@@ -12,10 +13,12 @@ class UpdateMasks(keras.callbacks.Callback):
     """Recomputes the masks of a pruned model when its schedules say so.
 
     At the start of training and before every training batch (or every execution of
-    ``steps_per_execution`` batches) it asks each wrapper's schedule whether an
-    update point has been reached since the wrapper's last update; if so the masks
-    are recomputed (layer-wise or with one global threshold, see
-    :func:`~tfcompress.pruning.update_masks`).
+    ``steps_per_execution`` batches) it checks whether an update point of a
+    wrapper's schedule has been reached since the wrapper's last update; if so the
+    masks are recomputed (layer-wise, per channel group or with one global
+    threshold, see :func:`~tfcompress.pruning.update_masks`). After each update it
+    notes how many steps remain until the next update point, so the batches in
+    between cost one comparison — no variable read, no state sync on JAX.
 
     * The schedule clock is each wrapper's own ``step`` weight, advanced in-graph by
       every training step, so it is exact whatever ``steps_per_execution`` is and it
@@ -50,33 +53,26 @@ class UpdateMasks(keras.callbacks.Callback):
                 f"frequency must be a positive integer or None; received: frequency={frequency!r}"
             )
         self.frequency = frequency
-        self._cache = {}
-        self._wrappers = []
         self._pending_build = False
         self._started = False
         self._executed = 0
+        self._due_after = math.inf
         self._batch_begin = 0
 
-    def _refresh(self):
-        # Python-side cache of the counters, so that batches with nothing due cost
-        # no variable read (a read on JAX would force a state sync every step).
-        self._wrappers = controller.collect_wrappers(self.model)
-        self._pending_build = any(
-            isinstance(layer, controller.PruneWrapper) and not layer.built
-            for layer in self.model._flatten_layers(include_self=False)
-        )
+    def _update(self, sync=True):
+        """Applies the due updates, then caches on the host after how many executed
+        steps the next one is due — so batches with nothing due cost one comparison
+        and no variable read (a read on JAX would force a state sync every step)."""
+        wrappers = controller.collect_wrappers(self.model)
+        _, counters = controller.apply_updates(
+            self.model, wrappers, frequency=self.frequency, sync=sync)
         self._executed = 0
-        self._cache = {}
-        for w in self._wrappers:
-            step, last, _ = w.read_counters()
-            self._cache[id(w)] = (step, last)
-
-    def _due(self):
-        for w in self._wrappers:
-            step, last = self._cache[id(w)]
-            if w.schedule.update_due(last, step + self._executed, w.keep_updating, self.frequency):
-                return True
-        return False
+        self._due_after = math.inf
+        for w in wrappers:
+            step, last, _ = counters[id(w)]
+            point = w.schedule.next_update_point(last, w.keep_updating, self.frequency)
+            if point is not None:
+                self._due_after = min(self._due_after, max(point - step, 0))
 
     def on_train_begin(self, logs=None):
         if not any(
@@ -100,8 +96,11 @@ class UpdateMasks(keras.callbacks.Callback):
                 controller.stale_message(stale) + " Updating the masks now.",
                 stacklevel=3,
             )
-        controller.update_masks(self.model, frequency=self.frequency, sync=False)
-        self._refresh()
+        self._update(sync=False)
+        self._pending_build = any(
+            isinstance(layer, controller.PruneWrapper) and not layer.built
+            for layer in self.model._flatten_layers(include_self=False)
+        )
         self._started = True
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -110,12 +109,10 @@ class UpdateMasks(keras.callbacks.Callback):
             self._start()
         elif self._pending_build:
             # Wrappers of a subclassed model may only be built by the first step.
-            controller.update_masks(self.model, frequency=self.frequency)
-            self._refresh()
+            self._update()
             self._pending_build = False
-        elif self._due():
-            controller.update_masks(self.model, frequency=self.frequency)
-            self._refresh()
+        elif self._executed >= self._due_after:
+            self._update()
 
     def on_train_batch_end(self, batch, logs=None):
         self._executed += max(int(batch) - int(self._batch_begin) + 1, 1)

@@ -10,7 +10,14 @@ uneven (DPF/DCIL: one global L2 threshold over all conv kernels).
 Selection rule (all threshold granularities): the units (weights, filters, blocks) are
 sorted by score and the lowest-scoring are pruned until the pruned parameter count is
 as close as possible to ``sparsity × parameters`` — exact for unstructured pruning,
-within one unit otherwise. N:M masks come from their pattern alone.
+within one unit otherwise (with ``np.partition`` when all units have one size,
+e.g. unstructured pruning, so a global update is linear in the parameter count).
+N:M masks come from their pattern alone.
+
+Channel groups: structured wrappers sharing a ``channel_group`` (the convolutions
+writing to one residual stream, see :func:`~tfcompress.pruning.channel_groups`) get
+one mask — each channel is a single unit whose score and size are the sums over the
+members — so :func:`~tfcompress.pruning.shrink` can remove the channel everywhere.
 
 On the JAX backend the model state lives outside the variables during an epoch; the
 controller calls ``model.jax_state_sync()`` before reading or assigning anything, and
@@ -50,6 +57,8 @@ def select_units(scores, sizes, sparsity):
     keep = np.ones(scores.shape, dtype=bool)
     if sparsity <= 0 or scores.size == 0:
         return keep
+    if np.all(sizes == sizes[0]):
+        return _select_equal_units(scores, sizes[0], sparsity)
     order = np.argsort(scores, kind="stable")
     cum = np.concatenate([[0.0], np.cumsum(sizes[order])])
     j = int(np.argmin(np.abs(cum - sparsity * cum[-1])))
@@ -57,47 +66,144 @@ def select_units(scores, sizes, sparsity):
     return keep
 
 
-def _scores(wrapper, var):
-    return np.asarray(to_numpy(wrapper.criterion.score(wrapper, var)), dtype=np.float64)
+def _select_equal_units(scores, size, sparsity):
+    """:func:`select_units` for units of one size in O(n) (``np.partition``): the
+    same units as the stable sort — ties at the threshold go lowest index first."""
+    n = scores.size
+    cum = np.arange(n + 1, dtype=np.float64) * size
+    j = int(np.argmin(np.abs(cum - sparsity * cum[-1])))
+    keep = np.ones(n, dtype=bool)
+    if j == 0:
+        return keep
+    kth = np.partition(scores, j - 1)[j - 1]
+    below = scores < kth
+    ties = np.flatnonzero(scores == kth)[: j - int(below.sum())]
+    keep[below] = False
+    keep[ties] = False
+    return keep
+
+
+def _scores(wrapper, name, var):
+    scores = np.asarray(to_numpy(wrapper.criterion.score(wrapper, var)), dtype=np.float64)
+    if scores.shape != tuple(var.shape):
+        raise ValueError(
+            f"{type(wrapper.criterion).__name__}.score returned shape {scores.shape} "
+            f"for {wrapper.layer.name}.{name}; expected {tuple(var.shape)}."
+        )
+    return scores
 
 
 def _assign(mask_var, value):
     mask_var.assign(np.asarray(value, dtype=mask_var.dtype))
 
 
-def _update_layerwise(wrapper, sparsity):
-    gran = wrapper.granularity
-    for name, var, spec, mask in wrapper.targets:
-        scores = _scores(wrapper, var)
-        if scores.shape != tuple(var.shape):
+def _pieces(wrappers):
+    """Splits the targets of ``wrappers`` into *pieces*: lists of
+    ``(wrapper, name, variable, spec, mask)`` that share one keep-vector over their
+    units — the members of a ``channel_group`` together, every other target alone."""
+    pieces, by_group = [], {}
+    for w in wrappers:
+        for name, var, spec, mask in w.targets:
+            member = (w, name, var, spec, mask)
+            if w.channel_group is None:
+                pieces.append([member])
+            elif w.channel_group in by_group:
+                by_group[w.channel_group].append(member)
+            else:
+                by_group[w.channel_group] = [member]
+                pieces.append(by_group[w.channel_group])
+    return pieces
+
+
+def _piece_units(piece):
+    """``(unit_scores, unit_sizes)`` of a piece: summed over its members."""
+    total_scores = total_sizes = None
+    for w, name, var, spec, _ in piece:
+        scores, sizes = w.granularity.units(_scores(w, name, var), spec)
+        if total_scores is None:
+            total_scores, total_sizes = scores, sizes
+        elif scores.shape != total_scores.shape:
+            first = piece[0][0]
             raise ValueError(
-                f"{type(wrapper.criterion).__name__}.score returned shape {scores.shape} "
-                f"for {wrapper.layer.name}.{name}; expected {tuple(var.shape)}."
+                f"Wrappers of channel_group={w.channel_group!r} must have the same "
+                f"number of output channels; {first.name!r} has {total_scores.size}, "
+                f"{w.name!r} has {scores.size}."
             )
-        if gran.pattern:
-            _assign(mask, gran.pattern_mask(scores, spec))
         else:
-            unit_scores, sizes = gran.units(scores, spec)
-            keep = select_units(unit_scores, sizes, sparsity)
-            _assign(mask, gran.mask_from_units(keep, tuple(var.shape), spec))
+            total_scores, total_sizes = total_scores + scores, total_sizes + sizes
+    return total_scores, total_sizes
+
+
+def _assign_piece(piece, keep):
+    for w, _, var, spec, mask in piece:
+        _assign(mask, w.granularity.mask_from_units(keep, tuple(var.shape), spec))
+
+
+def _update_layerwise(wrappers, sparsity):
+    """Updates one wrapper, or the members of one channel group, at ``sparsity``."""
+    for piece in _pieces(wrappers):
+        w, name, var, spec, mask = piece[0]
+        if w.granularity.pattern:
+            _assign(mask, w.granularity.pattern_mask(_scores(w, name, var), spec))
+        else:
+            unit_scores, sizes = _piece_units(piece)
+            _assign_piece(piece, select_units(unit_scores, sizes, sparsity))
 
 
 def _update_global(wrappers, sparsity):
-    pieces = []
-    for w in wrappers:
-        for name, var, spec, mask in w.targets:
-            unit_scores, sizes = w.granularity.units(_scores(w, var), spec)
-            pieces.append((w, var, spec, mask, unit_scores, sizes))
+    pieces = _pieces(wrappers)
     if not pieces:
         return
+    units = [_piece_units(piece) for piece in pieces]
     keep = select_units(
-        np.concatenate([p[4] for p in pieces]), np.concatenate([p[5] for p in pieces]), sparsity
+        np.concatenate([u[0] for u in units]), np.concatenate([u[1] for u in units]), sparsity
     )
     offset = 0
-    for w, var, spec, mask, unit_scores, _ in pieces:
+    for piece, (unit_scores, _) in zip(pieces, units):
         n = unit_scores.size
-        _assign(mask, w.granularity.mask_from_units(keep[offset : offset + n], tuple(var.shape), spec))
+        _assign_piece(piece, keep[offset : offset + n])
         offset += n
+
+
+def _check_shared_schedule(wrappers, what):
+    ref = wrappers[0].schedule
+    different = [w.name for w in wrappers if w.schedule != ref]
+    if different:
+        raise ValueError(
+            f"{what} must share one schedule; {different} differ from "
+            f"{wrappers[0].name!r} ({ref!r})."
+        )
+
+
+def _layerwise_units(wrappers):
+    """Groups the layer-wise wrappers into update units: one channel group, or one
+    wrapper alone. Checks that a group's members agree on schedule and threshold."""
+    units, by_group = [], {}
+    for w in wrappers:
+        if w.channel_group is None:
+            units.append([w])
+        elif w.channel_group in by_group:
+            by_group[w.channel_group].append(w)
+        else:
+            by_group[w.channel_group] = [w]
+            units.append(by_group[w.channel_group])
+    for unit in units:
+        if len(unit) > 1:
+            _check_shared_schedule(unit, f"Wrappers of channel_group={unit[0].channel_group!r}")
+    return units
+
+
+def _check_group_thresholds(wrappers):
+    thresholds = {}
+    for w in wrappers:
+        if w.channel_group is not None:
+            thresholds.setdefault(w.channel_group, {}).setdefault(w.threshold, []).append(w.name)
+    for group, by_threshold in thresholds.items():
+        if len(by_threshold) > 1:
+            raise ValueError(
+                f"Wrappers of channel_group={group!r} must share one threshold; "
+                f"received: {by_threshold}."
+            )
 
 
 def _stamp(wrapper, step, updated):
@@ -112,7 +218,9 @@ def update_masks(model, force=False, frequency=None, sync=True):
     An update is due when an update point of the wrapper's schedule lies in
     ``(last_update_step, step]``; the masks then get the sparsity the schedule
     gives at ``step``. Wrappers with ``threshold="global"`` are updated together
-    with one global threshold (their schedules must be equal).
+    with one global threshold (their schedules must be equal); the members of a
+    ``channel_group`` are updated together with one shared channel mask, each
+    channel scored by the sum of its filter scores over the members.
 
     Args:
         model: a model or a single :class:`PruneWrapper`.
@@ -124,45 +232,56 @@ def update_masks(model, force=False, frequency=None, sync=True):
         The names of the wrappers whose masks were recomputed.
 
     Raises:
-        ValueError: if ``threshold="global"`` wrappers have different schedules.
+        ValueError: if ``threshold="global"`` wrappers, or the members of a channel
+            group, have different schedules; if a channel group mixes thresholds
+            or output-channel counts.
+    """
+    wrappers = collect_wrappers(model)
+    updated, _ = apply_updates(model, wrappers, force, frequency, sync)
+    return [w.name for w in updated]
+
+
+def apply_updates(model, wrappers, force=False, frequency=None, sync=True):
+    """:func:`update_masks` on the given wrappers of ``model``.
+
+    Returns:
+        ``(updated wrappers, counters)`` where ``counters`` maps ``id(wrapper)``
+        to its ``(step, last_update_step, checked_step)`` *after* the update — so a
+        caller (``UpdateMasks``) need not read the variables again.
     """
     if sync:
         sync_state(model)
-    wrappers = collect_wrappers(model)
     counters = {id(w): w.read_counters() for w in wrappers}
 
     def due(w):
         step, last, _ = counters[id(w)]
         return force or w.schedule.update_due(last, step, w.keep_updating, frequency)
 
+    _check_group_thresholds(wrappers)
     updated = []
     global_group = [
         w for w in wrappers if w.threshold == "global" and not w.granularity.pattern
     ]
     if global_group:
-        ref = global_group[0].schedule
-        different = [w.name for w in global_group if w.schedule != ref]
-        if different:
-            raise ValueError(
-                "Wrappers with threshold='global' must share one schedule; "
-                f"{different} differ from {global_group[0].name!r} ({ref!r})."
-            )
+        _check_shared_schedule(global_group, "Wrappers with threshold='global'")
         if any(due(w) for w in global_group):
             step = max(counters[id(w)][0] for w in global_group)
-            _update_global(global_group, ref.sparsity_at(step))
+            _update_global(global_group, global_group[0].schedule.sparsity_at(step))
             for w in global_group:
                 _stamp(w, counters[id(w)][0], True)
-                updated.append(w.name)
+                updated.append(w)
     in_group = {id(w) for w in global_group}
-    for w in wrappers:
-        if id(w) in in_group:
-            continue
-        if due(w):
-            step = counters[id(w)][0]
-            _update_layerwise(w, w.schedule.sparsity_at(step))
-            _stamp(w, step, True)
-            updated.append(w.name)
-    return updated
+    for unit in _layerwise_units([w for w in wrappers if id(w) not in in_group]):
+        if any(due(w) for w in unit):
+            step = max(counters[id(w)][0] for w in unit)
+            _update_layerwise(unit, unit[0].schedule.sparsity_at(step))
+            for w in unit:
+                _stamp(w, counters[id(w)][0], True)
+                updated.append(w)
+    for w in updated:
+        step = counters[id(w)][0]
+        counters[id(w)] = (step, step, step)
+    return updated, counters
 
 
 def mark_checked(model, sync=True):

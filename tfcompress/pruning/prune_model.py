@@ -58,6 +58,31 @@ def clone_with(model, clone_layer):
     return new_model, {k: v[1] for k, v in pairs.items()}
 
 
+def _resolve_groups(model, channel_groups, candidates, selected):
+    """``{id(layer): group name}`` for the pruned layers from ``channel_groups``."""
+    if channel_groups is None:
+        return {}
+    by_name = {l.name: l for l in candidates}
+    if isinstance(channel_groups, str) and channel_groups == "auto":
+        from tfcompress.pruning.shrink import channel_groups as find_groups  # cycle
+
+        found = find_groups(model)
+        return {
+            id(by_name[n]): g for n, g in found.items() if id(by_name[n]) in selected
+        }
+    if not isinstance(channel_groups, dict):
+        raise ValueError(
+            "channel_groups must be None, 'auto' or a {layer name: group name} dict; "
+            f"received: channel_groups={channel_groups!r}"
+        )
+    missing = [n for n in channel_groups if n not in by_name or id(by_name[n]) not in selected]
+    if missing:
+        raise ValueError(
+            f"channel_groups names layers that are not pruned: {missing}."
+        )
+    return {id(by_name[n]): g for n, g in channel_groups.items()}
+
+
 def prune_model(
     model,
     schedule=None,
@@ -66,6 +91,7 @@ def prune_model(
     criterion="l2",
     threshold="layer",
     layers=None,
+    channel_groups=None,
 ):
     """Returns a copy of ``model`` with its prunable layers wrapped in ``PruneWrapper``.
 
@@ -80,13 +106,21 @@ def prune_model(
         layers: which layers to prune: ``None`` (every supported layer), a list of
             layer names (nested models' layers included), or a predicate
             ``fn(layer) -> bool``.
+        channel_groups: ``None``; ``"auto"`` — layers whose output channels meet
+            in a residual ``Add`` share one channel mask (found by
+            :func:`~tfcompress.pruning.channel_groups` among the pruned layers), so
+            that :func:`~tfcompress.pruning.shrink` can remove those channels; or
+            a ``{layer name: group name}`` dict. Needs
+            ``granularity="structured"``; see ``channel_group`` in
+            :class:`PruneWrapper`.
 
     Returns:
         The pruned model (not compiled unless ``model`` was).
 
     Raises:
         ValueError: on a subclassed model, a layer name that does not exist, or a
-            requested layer that cannot be pruned (all such layers are named).
+            requested layer that cannot be pruned (all such layers are named); if
+            ``channel_groups`` names layers that are not pruned.
 
     Example:
         >>> pruned = prune_model(model, schedule=PolynomialDecay(0.0, 0.9, 0, 1000,
@@ -129,6 +163,7 @@ def prune_model(
         if bad:
             raise ValueError(f"These layers cannot be pruned: {bad}.")
         selected = {id(by_name[n]) for n in layers}
+    group_of = _resolve_groups(model, channel_groups, candidates, selected)
 
     def clone_layer(layer):
         if isinstance(layer, PruneWrapper):
@@ -142,6 +177,7 @@ def prune_model(
                 mode=mode,
                 criterion=criterion,
                 threshold=threshold,
+                channel_group=group_of.get(id(layer)),
             )
         return new
 

@@ -120,6 +120,29 @@ class PruningSchedule:
         last = self.last_update_point(step, keep_updating, frequency)
         return last is not None and last > int(prev_step)
 
+    def next_update_point(self, prev_step, keep_updating=False, frequency=None):
+        """The first update point after ``prev_step``, or ``None`` if there is none.
+
+        ``update_due(prev_step, step)`` is exactly ``step >= next_update_point(prev_step)``;
+        :class:`~tfcompress.pruning.UpdateMasks` uses it to know, after each update,
+        how many steps it can let pass without looking again.
+
+        Args:
+            prev_step: python int (the step of the last update; ``-1``: never).
+            keep_updating, frequency: as in :meth:`last_update_point`.
+        """
+        freq = frequency or self.frequency
+        prev = int(prev_step)
+        begin, end = self.begin_step, self.end_step
+        if prev < begin:
+            return begin
+        if 0 <= end <= prev and not keep_updating:
+            return None
+        following = begin + ((prev - begin) // freq + 1) * freq
+        if prev < end < following:
+            return end
+        return following
+
     # ----------------------------------------------------------------- call
     def __call__(self, step):
         """Returns ``(update, sparsity)`` for ``step``.

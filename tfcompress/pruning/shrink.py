@@ -38,7 +38,10 @@ consumer:
 Residual ``Add`` groups (and every other chain of per-channel layers) share one
 channel set: a channel is removed from the whole group only if it is removable at
 every consumer of every tensor in the group — i.e. the group keeps the **union**
-of the channels alive in any branch. Depthwise convolutions
+of the channels alive in any branch. To remove residual channels, prune the
+layers of such a group with one shared channel mask
+(``prune_model(..., granularity="structured", channel_groups="auto")``, see
+:func:`channel_groups`); otherwise only block-internal channels go. Depthwise convolutions
 (``depth_multiplier=1``) belong to their input's group: a channel removed upstream
 is removed from the depthwise kernel, and a pruned depthwise channel removes the
 channel feeding it (when nothing else reads it). Through a depthwise conv with
@@ -194,14 +197,15 @@ class _Analysis:
     """Channel groups, consumers (``exits``) and per-channel constants of a flat
     functional model, in topological order."""
 
-    def __init__(self, model):
+    def __init__(self, model, constants=True):
         self.model = model
         self.tensors = {}
         self.groups = _Groups()
         self.nodes = []  # (layer, input keys, output keys, kind)
         self.exits = []  # (tensor key, layer)
         self._walk()
-        self._propagate()
+        if constants:
+            self._propagate()
 
     # ---------------------------------------------------------------- structure
     def _tensor(self, kt, channels=None, positions=1):
@@ -252,6 +256,8 @@ class _Analysis:
             self.groups.freeze(id(kt))
 
     def _classify(self, layer, ins, outs, uses):
+        if isinstance(layer, PruneWrapper):
+            layer = layer.layer  # channel_groups() may look at a wrapped model
         if uses != 1 or len(outs) != 1 or isinstance(layer, keras.Model):
             return "frozen"
         if any(kt.shape[-1] is None for kt in ins + outs):
@@ -470,6 +476,55 @@ class _Plan:
 
 
 # --------------------------------------------------------------------------- public
+def channel_groups(model):
+    """Conv/Dense layers whose output channels must be pruned together.
+
+    Two layers are in one group when their outputs meet — through per-channel
+    layers (BatchNorm, activations, pooling, depthwise convolutions) — in an
+    ``Add`` (or another elementwise merge): the channels of a residual stream.
+    :func:`shrink` can remove a channel of such a stream only when it is pruned in
+    *every* layer writing to it, so filter-pruning a ResNet beyond the
+    block-internal convolutions needs one channel mask per group. Pass the result
+    to :func:`~tfcompress.pruning.prune_model` (``channel_groups=…``, or
+    ``channel_groups="auto"`` to have it computed there), or use the names as the
+    ``channel_group`` argument of :func:`~tfcompress.pruning.prune_layer`.
+
+    Args:
+        model: a flat functional or Sequential model, plain or wrapped.
+
+    Returns:
+        ``{layer name: group name}`` for every Conv/Dense layer sharing its output
+        channels with another one (layers alone in their group are left out). The
+        group name is ``"group_<first member>"`` in graph order.
+
+    Raises:
+        ValueError: if ``model`` is subclassed or contains nested models.
+
+    Example:
+        >>> channel_groups(models.resnet(depth=8))["stage1_block1_conv2"]
+        'group_stem_conv'
+    """
+    if not isinstance(model, keras.Model) or not _is_cloneable(model):
+        raise ValueError(
+            "channel_groups supports functional and Sequential models; received: "
+            f"model={model!r}"
+        )
+    view = functional_view(model)
+    nested = [l.name for l in view.layers if isinstance(l, keras.Model)]
+    if nested:
+        raise ValueError(f"channel_groups supports flat models; {nested} are nested models.")
+    analysis = _Analysis(view, constants=False)
+    members = {}
+    for layer, _, out_keys, kind in analysis.nodes:
+        if kind == "mixer":
+            members.setdefault(analysis.groups.find(out_keys[0]), []).append(layer.name)
+    return {
+        name: f"group_{names[0]}"
+        for names in members.values() if len(names) > 1
+        for name in names
+    }
+
+
 def _check_structured(model):
     wrappers = collect_wrappers(model)
     if not wrappers:
@@ -500,7 +555,8 @@ def shrink(model, check=True):
     position-dependent — see the module docstring. The result computes the same
     function as ``strip(model)`` up to float rounding.
 
-    Residual ``Add`` groups keep the union of the channels alive in any branch.
+    Residual ``Add`` groups keep the union of the channels alive in any branch;
+    prune with ``channel_groups="auto"`` so that all branches drop the same ones.
 
     Args:
         model: a flat functional or Sequential model (wrapped with structured

@@ -52,6 +52,13 @@ class PruneWrapper(keras.layers.Wrapper):
         threshold: ``"layer"`` (each weight reaches the target on its own) or
             ``"global"`` (one threshold over all ``"global"`` wrappers of the
             model, computed by the mask controller, as in DPF/DCIL).
+        channel_group: ``None`` or a name. Structured wrappers with the same
+            ``channel_group`` share one output-channel mask: the controller scores
+            each channel by the sum of its filter scores over the members and keeps
+            or prunes it in all of them — what a residual ``Add`` needs for
+            :func:`~tfcompress.pruning.shrink` to remove its channels (see
+            :func:`~tfcompress.pruning.channel_groups`). Members must have the same
+            number of output channels, schedule and ``threshold``.
         **kwargs: base ``Layer`` arguments (``name`` …).
 
     Call arguments:
@@ -78,6 +85,7 @@ class PruneWrapper(keras.layers.Wrapper):
         mode="hard",
         criterion="l2",
         threshold="layer",
+        channel_group=None,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -104,6 +112,7 @@ class PruneWrapper(keras.layers.Wrapper):
                 f"threshold must be one of {THRESHOLDS}; received: threshold={threshold!r}"
             )
         self.threshold = threshold
+        self.channel_group = _check_channel_group(channel_group, self.granularity)
 
     # ------------------------------------------------------------------ build
     def build(self, input_shape=None):
@@ -225,8 +234,26 @@ class PruneWrapper(keras.layers.Wrapper):
             "mode": self.mode,
             "criterion": keras.saving.serialize_keras_object(self.criterion),
             "threshold": self.threshold,
+            "channel_group": self.channel_group,
         }
         return {**super().get_config(), **config}
+
+
+def _check_channel_group(channel_group, granularity):
+    if channel_group is None:
+        return None
+    if not isinstance(channel_group, str) or not channel_group:
+        raise ValueError(
+            "channel_group must be None or a non-empty string; received: "
+            f"channel_group={channel_group!r}"
+        )
+    if not isinstance(granularity, Structured):
+        raise ValueError(
+            "channel_group needs granularity='structured' (one mask entry per output "
+            f"channel); received: channel_group={channel_group!r} with "
+            f"granularity={granularity.name!r}"
+        )
+    return channel_group
 
 
 def prune_layer(
@@ -236,6 +263,7 @@ def prune_layer(
     mode="hard",
     criterion="l2",
     threshold="layer",
+    channel_group=None,
     **kwargs,
 ):
     """Wraps ``layer`` in a :class:`PruneWrapper` (see it for the arguments).
@@ -254,5 +282,6 @@ def prune_layer(
         mode=mode,
         criterion=criterion,
         threshold=threshold,
+        channel_group=channel_group,
         **kwargs,
     )
