@@ -113,3 +113,19 @@ def test_tutorial_02_psg_quantization(tmp_path, monkeypatch):
     assert r["qat_distinct_values_per_layer"] <= 3
     assert r["bn_folding"]["batchnorm_layers_after"] == 0
     assert r["bn_folding"]["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.slow
+def test_tutorial_03_dcil_dynamic_pruning(tmp_path, monkeypatch):
+    r = _run_notebook("03_dcil_dynamic_pruning.ipynb", tmp_path, monkeypatch)
+    # Both dynamic methods trained beyond chance and reached the global target.
+    assert r["dpf_accuracy"] > 0.2 and r["dcil_accuracy"] > 0.2
+    assert abs(r["dcil_sparsity"] - r["target_sparsity"]) < 0.005
+    assert r["curve_points"] >= 4 and r["dcil_late_std"] >= 0.0
+    # The sparse TFLite file is smaller than the float one and scores like Keras.
+    assert r["tflite_sparse_bytes"] < 0.5 * r["tflite_float_bytes"]
+    assert abs(r["tflite_sparse_accuracy"] - r["dcil_accuracy"]) < 0.01
+    # shrink: exact, and really smaller (50 % of the conv filters masked).
+    assert r["shrink_max_abs_difference"] < 1e-4
+    assert r["params_shrunk"] < 0.8 * r["params_stripped"]
+    assert r["macs_shrunk"] < 0.8 * r["macs_stripped"]
