@@ -62,7 +62,15 @@ def make_optimizer(cfg, steps_per_epoch):
     ``cfg`` keys: ``opt`` (``"sgd"``: momentum 0.9, or ``"adam"``), ``lr`` (initial
     learning rate), ``decay`` (list of epochs at which the LR is multiplied by
     0.1), and for PSG ``psg`` = ``{"target": "grid"|"zero", "bits", "lambda_s",
-    "start", "keep_8bit"}``.
+    "start", "keep_8bit", "range_momentum", "adam_lr_scale"}``; without PSG,
+    ``lr_factor_from = [epoch, factor]`` multiplies the LR from ``epoch`` on
+    (the control run of the Adam recipe below).
+    ``range_momentum`` (optional) is ``QuantizationGrid``'s running-range
+    momentum (the authors use 0.1). ``adam_lr_scale`` (optional, Adam only):
+    from the PSG start epoch on, the learning rate is multiplied by
+    ``λ_s / 100`` -- the authors' recipe for Adam (PSG-pytorch ``train.py``:
+    ``base_lr *= 1e-2 * lambda_s``), since Adam normalises the constant λ_s
+    of the scaled gradient away.
 
     Returns:
         ``(optimizer, callbacks)``.
@@ -71,23 +79,41 @@ def make_optimizer(cfg, steps_per_epoch):
 
     import tfcompress
 
-    boundaries = [int(e * steps_per_epoch) for e in cfg.get("decay", [])]
-    if boundaries:
-        values = [cfg["lr"] * 0.1 ** i for i in range(len(boundaries) + 1)]
+    psg = cfg.get("psg")
+    decay = list(cfg.get("decay", []))
+    epochs = sorted(set(decay))
+    lam_factor, start = 1.0, 0
+    if psg and psg.get("adam_lr_scale"):
+        if cfg["opt"] != "adam":
+            raise ValueError("adam_lr_scale applies to opt='adam' only")
+        lam_factor, start = float(psg["lambda_s"]) / 100.0, int(psg.get("start", 0))
+    elif cfg.get("lr_factor_from"):
+        # The same LR schedule without PSG (control run of the Adam recipe).
+        start, lam_factor = int(cfg["lr_factor_from"][0]), float(cfg["lr_factor_from"][1])
+    if start:
+        epochs = sorted(set(epochs) | {start})
+
+    def lr_at(epoch):
+        factor = 0.1 ** sum(1 for d in decay if d <= epoch)
+        return cfg["lr"] * factor * (lam_factor if epoch >= start else 1.0)
+
+    if epochs:
+        boundaries = [int(e * steps_per_epoch) for e in epochs]
+        values = [lr_at(0)] + [lr_at(e) for e in epochs]
         lr = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     else:
-        lr = cfg["lr"]
+        lr = lr_at(0)
     if cfg["opt"] == "sgd":
         inner = keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
     elif cfg["opt"] == "adam":
         inner = keras.optimizers.Adam(learning_rate=lr)
     else:
         raise ValueError(f"opt must be 'sgd' or 'adam'; received: opt={cfg['opt']!r}")
-    psg = cfg.get("psg")
     if not psg:
         return inner, []
     if psg["target"] == "grid":
-        target = tfcompress.QuantizationGrid(bits=psg["bits"])
+        target = tfcompress.QuantizationGrid(
+            bits=psg["bits"], range_momentum=psg.get("range_momentum"))
     elif psg["target"] == "zero":
         target = tfcompress.Zero()
     else:

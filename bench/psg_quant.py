@@ -20,7 +20,9 @@ Protocol (DESIGN.md, benchmark protocol):
    §4.3.1: "the performance of the uncompressed model is not degraded"), take
    the best validation accuracy
    at the target bit-width (Zero: mean accuracy after 50-90 % global magnitude
-   pruning); if none qualifies, the best float accuracy.
+   pruning); if none qualifies, the best float accuracy. For PSGD@W2 and
+   PSGD@W2 + KD (at the edge of stability), the best few feasible points are
+   re-run with a second tuning seed and chosen by the two-seed mean.
 2. **Final runs** with the chosen settings on all 60k training images, seeds 1
    and 2, evaluated once on the 10k test images (last epoch).
 
@@ -30,13 +32,17 @@ the script is restarted; trained weights needed by later steps (KD teacher,
 the models compared side by side) are cached under ``$PSG_QUANT_CACHE``
 (default ``/tmp/psg_quant_cache``) and retrained if missing.
 
-Also: a ResNet-8 SGD vs PSGD@W4 run on a training subset, Keras's
-``model.quantize`` and QAT side by side with PTQ on one PSGD@W4 model, and a
-per-layer 2-bit diagnostic.
+Also: ResNet-8 SGD vs PSGD@W4 on a training subset (two seeds), Keras's
+``model.quantize`` and QAT side by side with PTQ on one PSGD@W4 model, a
+per-layer 2-bit diagnostic, the authors' running weight range
+(``QuantizationGrid(range_momentum=0.1)``) as grid points, and their Adam
+recipe (Adam's LR × λ_s/100) with a plain-Adam control on the same LR schedule.
 
 Usage: ``python -m bench.psg_quant [--skip-resnet] [--resnet-subset 6000]``
-(about 80-100 minutes on 2 shared CPU cores; run it with ``nohup … &``; a
-rerun with every run stored only rebuilds the tables, in seconds).
+(from an empty result file about 2-3 hours on 2 shared CPU cores -- the
+20-epoch 2-bit points, the KD runs and ResNet-8 dominate; run it with
+``nohup … &``; a rerun with every run stored only rebuilds the tables, in
+seconds).
 """
 
 import argparse
@@ -56,9 +62,19 @@ CACHE = os.environ.get("PSG_QUANT_CACHE", "/tmp/psg_quant_cache")
 
 # ----------------------------------------------------------------------------- settings
 MLP = {"arch": "mlp", "opt": "sgd", "batch": 128, "epochs": 12, "decay": [8]}
+# A longer schedule for 2-bit grid points flagged "long" (6th element): the
+# 2-bit accuracy kept rising through the high-LR PSG phase in exploratory
+# validation runs, while the LR decay raises the float accuracy only.
+MLP_LONG = {"epochs": 20, "decay": [16]}
 EVAL_BITS = (8, 6, 4, 3, 2)
 SPARSITIES = (0.2, 0.5, 0.7, 0.8, 0.9)
 TUNE_SEED = 0
+# 2-bit points sit at the edge of stability (the range of a layer can run
+# away, see the notes), so the best W2 candidates on seed 0 are re-run with a
+# second tuning seed and chosen by the two-seed mean (still validation only).
+TUNE_SEED2 = 3
+TOP_K_SECOND_SEED = 2  # W2 points; KD: 1 (CPU budget)
+TOP_K_SECOND_SEED_KD = 1
 SEEDS = (1, 2)
 FP_TOLERANCE = 1.5  # = the bar's tolerance (was 1.0 in the first draft, see notes)
 KD_TEMPERATURE = 4.0
@@ -73,7 +89,12 @@ SGD_LRS = (0.02, 0.05, 0.1, 0.2)
 # grid is append-only: every point run is kept and reported).
 GRID_SGD = {
     2: [(0.05, 10, 0), (0.05, 20, 0), (0.1, 5, 0), (0.2, 2, 0), (0.2, 2.5, 0),
-        (0.2, 4, 0), (0.4, 1.25, 0), (0.05, 50, 8)],
+        (0.2, 4, 0), (0.4, 1.25, 0), (0.05, 50, 8),
+        # second round: the authors' running range (momentum 0.1), then the
+        # longer schedule at the stable end of λ_s.
+        (0.2, 2.5, 0, 0.1), (0.2, 5, 0, 0.1), (0.05, 20, 0, 0.1),
+        (0.2, 1.75, 0, None, False, True), (0.2, 2, 0, None, False, True),
+        (0.2, 2.25, 0, None, False, True)],
     3: [(0.2, 5, 0), (0.2, 7.5, 0), (0.05, 300, 8),
         (0.2, 1.5, 0), (0.2, 2.5, 0), (0.02, 50, 8), (0.02, 200, 8)],
     4: [(0.2, 10, 0), (0.02, 50, 8), (0.02, 200, 8)],
@@ -81,24 +102,69 @@ GRID_SGD = {
 }
 GRID_ZERO = [(0.2, 2.5, 0), (0.1, 5, 0), (0.02, 100, 8), (0.02, 500, 8)]
 ADAM_LR = 1e-3  # 002 §4.3.6: "the initial learning rate of 10^-3"
-GRID_ADAM = [(ADAM_LR, 10, 0), (ADAM_LR, 10, 8)]
+# Points 3-5 follow the authors' Adam recipe (PSG-pytorch train.py): the
+# gradient scaling is unchanged and Adam's LR is multiplied by λ_s/100 from
+# the PSG start (Adam normalises a constant gradient factor away, so the
+# first two points' λ_s = 10 had no effect beyond |w − Q(w)|'s variation).
+GRID_ADAM = [(ADAM_LR, 10, 0), (ADAM_LR, 10, 8),
+             (ADAM_LR, 100, 8, None, True), (ADAM_LR, 300, 8, None, True),
+             (ADAM_LR, 1000, 8, None, True)]
+# PSGD@W2 + KD, tuned on its own: the first draft reused PSGD@W2's point
+# (lr 0.2, λ_s 2.5), whose 2-bit accuracy collapsed with the larger KD gradient.
+# The KD gradient (0.5·T²·KL at T = 4) is larger than CE's: λ_s 1.5 already let
+# the ranges run away (W2 43 % on validation), hence the lower points.
+GRID_KD = [(0.2, 1.5, 0, None, False, True), (0.2, 1.0, 0, None, False, True),
+           (0.2, 0.5, 0, None, False, True)]
 ADAM_BITS = 4
 
 RESNET = {"arch": "resnet8", "opt": "sgd", "batch": 128, "epochs": 8, "decay": [5],
           "lr": 0.1}
 RESNET_BITS = 4
-RESNET_LAMBDAS = (30, 150)
+# (λ_s, range momentum); the first two points are the first draft's grid.
+RESNET_GRID = [(30, None), (150, None), (150, 0.1), (500, 0.1)]
+RESNET_SEEDS = (1, 2)
 RESNET_EVAL_BITS = (8, 4, 3)
 
 
 # ----------------------------------------------------------------------------- helpers
-def psg_cfg(base, lr, lam, start, bits=None, target="grid"):
+def psg_cfg(base, lr, lam, start, mom=None, adam_scale=False, long=False, *, bits=None,
+            target="grid"):
+    """A PSG run configuration from a grid point ``(lr, λ_s, start[, mom[, adam_scale[, long]]])``.
+
+    ``mom``: ``QuantizationGrid(range_momentum=mom)`` (running range, authors'
+    0.1); ``adam_scale``: Adam's LR multiplied by λ_s/100 from the PSG start
+    (the authors' Adam recipe, see ``psg_common.make_optimizer``); ``long``:
+    the :data:`MLP_LONG` schedule.
+    """
     cfg = dict(base, lr=lr)
+    if long:
+        cfg.update(MLP_LONG)
     psg = {"target": target, "lambda_s": lam, "start": start}
     if target == "grid":
         psg["bits"] = bits
+        if mom is not None:
+            psg["range_momentum"] = mom
+    if adam_scale:
+        psg["adam_lr_scale"] = True
     cfg["psg"] = psg
     return cfg
+
+
+def setting_dict(s, **extra):
+    """``chosen`` entry of a grid point."""
+    return {"lr": s[0], "lambda_s": s[1], "start": s[2],
+            "range_momentum": s[3] if len(s) > 3 else None,
+            "adam_lr_scale": bool(s[4]) if len(s) > 4 else False,
+            "long": bool(s[5]) if len(s) > 5 else False, **extra}
+
+
+def cfg_from_chosen(base, c, **kwargs):
+    return psg_cfg(base, c["lr"], c["lambda_s"], c["start"], c.get("range_momentum"),
+                   c.get("adam_lr_scale", False), c.get("long", False), **kwargs)
+
+
+def mom_col(s):
+    return s[3] if len(s) > 3 and s[3] is not None else "-"
 
 
 def evaluate(model, x, y, prune=False, bits=EVAL_BITS, overrides=None):
@@ -207,29 +273,74 @@ def tune_mlp(runner):
     chosen["sgd"] = {"lr": sgd_lr}
     for lr in SGD_LRS:
         r = sgd[lr]
-        rows.append(["SGD", lr, "-", "-", r["fp"], *[r["q"][str(b)] for b in EVAL_BITS],
+        rows.append(["SGD", lr, "-", "-", "-", r["fp"], *[r["q"][str(b)] for b in EVAL_BITS],
                      "best val FP" if lr == sgd_lr else ""])
 
-    def grid(label, cands, reference_fp, metric, key):
-        (setting, best), feasible = select(cands, reference_fp, metric)
-        chosen[key] = {"lr": setting[0], "lambda_s": setting[1], "start": setting[2],
-                       "feasible": feasible}
+    def grid(label, cands, reference_fp, metric, key, second=None, top_k=None):
+        """Selects and tabulates; ``second`` = (cfg_fn, reference_fp2, run_kwargs) re-runs
+        the top candidates with TUNE_SEED2 and selects by the two-seed mean."""
+        extra = {}
+        if second is not None:
+            cfg_fn, ref2, kw = second
+            feasible0 = [c for c in cands if c[1]["fp"] >= reference_fp - FP_TOLERANCE]
+            top = sorted(feasible0, key=lambda c: metric(c[1]),
+                         reverse=True)[:top_k or TOP_K_SECOND_SEED]
+            for s, r in top:
+                r2 = runner.run(cfg_fn(s), TUNE_SEED2, "tune", **kw)[0]
+                extra[s] = r2
+            both = [(s, {"fp": (r["fp"] + extra[s]["fp"]) / 2,
+                         "m": (metric(r) + metric(extra[s])) / 2}) for s, r in top]
+            ref = (reference_fp + ref2) / 2
+            pick = select(both, ref, lambda r: r["m"]) if both else select(cands, reference_fp, metric)
+            (setting, _), feasible = pick
+        else:
+            (setting, _), feasible = select(cands, reference_fp, metric)
+        chosen[key] = setting_dict(setting, feasible=feasible)
         for s, r in cands:
-            rows.append([label, s[0], s[1], s[2], r["fp"],
-                         *[r["q"][str(b)] for b in EVAL_BITS],
-                         ("chosen" if s == setting else "")
-                         + ("" if r["fp"] >= reference_fp - FP_TOLERANCE else " (FP too low)")])
+            note = ("chosen" if s == setting else "") + (
+                "" if r["fp"] >= reference_fp - FP_TOLERANCE else " (FP too low)")
+            if s in extra:
+                note += (f" [seed {TUNE_SEED2}: FP {extra[s]['fp']}, "
+                         f"metric {metric(extra[s]):.2f}; mean metric "
+                         f"{(metric(r) + metric(extra[s])) / 2:.2f}]")
+            rows.append([label + (" (Adam LR × λ_s/100)" if len(s) > 4 and s[4] else "")
+                         + (f" ({MLP_LONG['epochs']} ep, decay {MLP_LONG['decay']})"
+                            if len(s) > 5 and s[5] else ""),
+                         s[0], s[1], s[2], mom_col(s), r["fp"],
+                         *[r["q"][str(b)] for b in EVAL_BITS], note.strip()])
 
+    sgd2 = runner.run(dict(MLP, lr=sgd_lr), TUNE_SEED2, "tune", prune=True)[0]
+    chosen["sgd"]["val_fp_seed2"] = sgd2["fp"]
+    rows.append(["SGD", sgd_lr, "-", "-", "-", sgd2["fp"], *[sgd2["q"][str(b)] for b in EVAL_BITS],
+                 f"seed {TUNE_SEED2} (reference of the two-seed W2 selection)"])
     for bits, settings in GRID_SGD.items():
         cands = [(s, runner.run(psg_cfg(MLP, *s, bits=bits), TUNE_SEED, "tune")[0])
                  for s in settings]
-        grid(f"PSGD@W{bits}", cands, sgd_fp, lambda r, b=bits: r["q"][str(b)], f"w{bits}")
+        second = None
+        if bits == 2:
+            second = (lambda s: psg_cfg(MLP, *s, bits=2), sgd2["fp"], {})
+        grid(f"PSGD@W{bits}", cands, sgd_fp, lambda r, b=bits: r["q"][str(b)], f"w{bits}",
+             second=second)
+    # PSGD + KD at W2 is tuned on its own (the KD gradient differs from CE's);
+    # teacher: the chosen SGD model of the tuning split.
+    teacher = None
+    kd_cfgs = [(s, dict(psg_cfg(MLP, *s, bits=2), kd={"temperature": KD_TEMPERATURE}))
+               for s in GRID_KD]
+    if any(runner.store.get({**c, "seed": TUNE_SEED, "phase": "tune"}) is None for _, c in kd_cfgs):
+        teacher = runner.model(dict(MLP, lr=sgd_lr), TUNE_SEED, "tune", prune=True)
+    cands = [(s, runner.run(c, TUNE_SEED, "tune", teacher=teacher)[0]) for s, c in kd_cfgs]
+    kd_of = dict(kd_cfgs)
+    # (cached weights of the second-seed SGD tuning run; retrained only if missing)
+    teacher2 = runner.model(dict(MLP, lr=sgd_lr), TUNE_SEED2, "tune", prune=True)
+    grid("PSGD@W2 + KD", cands, sgd_fp, lambda r: r["q"]["2"], "w2_kd",
+         second=(lambda s: kd_of[s], sgd2["fp"], {"teacher": teacher2}),
+         top_k=TOP_K_SECOND_SEED_KD)
     cands = [(s, runner.run(psg_cfg(MLP, *s, target="zero"), TUNE_SEED, "tune", prune=True)[0])
              for s in GRID_ZERO]
     grid("PSGD@Zero", cands, sgd_fp, pruned_mean, "zero")
     adam_base = dict(MLP, opt="adam", lr=ADAM_LR)
     adam = runner.run(adam_base, TUNE_SEED, "tune")[0]
-    rows.append(["Adam", ADAM_LR, "-", "-", adam["fp"], *[adam["q"][str(b)] for b in EVAL_BITS],
+    rows.append(["Adam", ADAM_LR, "-", "-", "-", adam["fp"], *[adam["q"][str(b)] for b in EVAL_BITS],
                  "fixed (002 §4.3.6)"])
     cands = [(s, runner.run(psg_cfg(adam_base, *s, bits=ADAM_BITS), TUNE_SEED, "tune")[0])
              for s in GRID_ADAM]
@@ -250,18 +361,25 @@ def final_cfgs(chosen):
     """The final run configurations, by method label."""
     c = chosen
     cfgs = {"SGD": dict(MLP, lr=c["sgd"]["lr"])}
+    if c["w2"].get("long") or c["w2_kd"].get("long"):
+        # SGD on the same (longer) schedule: the fair float reference of the bar.
+        cfgs[f"SGD ({MLP_LONG['epochs']} ep)"] = dict(MLP, lr=c["sgd"]["lr"], **MLP_LONG)
     for bits in GRID_SGD:
         s = c[f"w{bits}"]
-        cfgs[f"PSGD@W{bits}"] = psg_cfg(MLP, s["lr"], s["lambda_s"], s["start"], bits=bits)
-    kd = dict(cfgs["PSGD@W2"], kd={"temperature": KD_TEMPERATURE})
-    cfgs["PSGD@W2 + KD"] = kd
+        cfgs[f"PSGD@W{bits}"] = cfg_from_chosen(MLP, s, bits=bits)
+    cfgs["PSGD@W2 + KD"] = dict(cfg_from_chosen(MLP, c["w2_kd"], bits=2),
+                                kd={"temperature": KD_TEMPERATURE})
     s = c["zero"]
-    cfgs["PSGD@Zero"] = psg_cfg(MLP, s["lr"], s["lambda_s"], s["start"], target="zero")
+    cfgs["PSGD@Zero"] = cfg_from_chosen(MLP, s, target="zero")
     adam_base = dict(MLP, opt="adam", lr=ADAM_LR)
     cfgs["Adam"] = adam_base
     s = c["adam_psg"]
-    cfgs[f"Adam+PSG@W{ADAM_BITS}"] = psg_cfg(adam_base, s["lr"], s["lambda_s"], s["start"],
-                                             bits=ADAM_BITS)
+    cfgs[f"Adam+PSG@W{ADAM_BITS}"] = cfg_from_chosen(adam_base, s, bits=ADAM_BITS)
+    if s.get("adam_lr_scale"):
+        # Control: plain Adam with the LR schedule of the chosen Adam+PSG point,
+        # so the comparison isolates the scaled gradient from the LR change.
+        cfgs["Adam (same LR schedule)"] = dict(
+            adam_base, lr_factor_from=[s["start"], s["lambda_s"] / 100.0])
     return cfgs
 
 
@@ -407,7 +525,7 @@ def qat_epochs(chosen):
 
 
 def resnet_phase(runner, splits, subset_size):
-    """ResNet SGD vs PSGD@W4: λ_s picked on the validation split, then one final run each."""
+    """ResNet SGD vs PSGD@W4: λ_s picked on the validation split, then final runs per seed."""
     from tfcompress.quantization import quantizable_layers
 
     base = dict(RESNET, subset=subset_size)
@@ -420,8 +538,8 @@ def resnet_phase(runner, splits, subset_size):
     snap_path = os.path.join(CACHE, "resnet_tune_snapshot.npz")
     sgd_tune = runner.store.get(sgd_key)
     cands = []
-    for lam in RESNET_LAMBDAS:
-        cfg = psg_cfg(base, base["lr"], lam, start, bits=RESNET_BITS)
+    for lam, mom in RESNET_GRID:
+        cfg = psg_cfg(base, base["lr"], lam, start, mom, bits=RESNET_BITS)
         key = {**cfg, "seed": TUNE_SEED, "phase": "tune", "branched_from_sgd_at_epoch": start}
         r = runner.store.get(key)
         if r is None:
@@ -433,30 +551,34 @@ def resnet_phase(runner, splits, subset_size):
                     sgd_key, {**evaluate(model, xv, yv, bits=(RESNET_BITS,)), **info})
             snap = np.load(snap_path)
             weights = [snap[f"arr_{i}"] for i in range(len(snap.files))]
-            print(f"[tune] branch λ_s={lam}", flush=True)
+            print(f"[tune] branch λ_s={lam} range momentum={mom}", flush=True)
             model, info = pc.train(cfg, xtr, ytr, TUNE_SEED, init_weights=weights,
                                    initial_epoch=start)
             r = runner.store.put(key, {**evaluate(model, xv, yv, bits=(RESNET_BITS,)), **info})
-        cands.append(((base["lr"], lam, start), r))
+        cands.append(((base["lr"], lam, start, mom), r))
     if sgd_tune is None:  # all branches were stored by an earlier run
         sgd_tune = runner.store.get(sgd_key)
     (setting, _), feasible = select(cands, sgd_tune["fp"], lambda r: r["q"][str(RESNET_BITS)])
-    tune_rows.append(["SGD", base["lr"], "-", "-", sgd_tune["fp"], sgd_tune["q"][str(RESNET_BITS)], ""])
+    tune_rows.append(["SGD", base["lr"], "-", "-", "-", sgd_tune["fp"],
+                      sgd_tune["q"][str(RESNET_BITS)], ""])
     for s, r in cands:
-        tune_rows.append([f"PSGD@W{RESNET_BITS}", s[0], s[1], s[2], r["fp"],
+        tune_rows.append([f"PSGD@W{RESNET_BITS}", s[0], s[1], s[2], mom_col(s), r["fp"],
                           r["q"][str(RESNET_BITS)], "chosen" if s == setting else ""])
     # Final runs: from scratch on the training subset, the library's own schedule.
     sgd_cfg = base
-    psg = psg_cfg(base, base["lr"], setting[1], start, bits=RESNET_BITS)
+    psg = psg_cfg(base, base["lr"], setting[1], start, setting[3], bits=RESNET_BITS)
     probe = pc.build_model(base["arch"])
     names = quantizable_layers(probe)
     overrides = {"bits": (3,), "map": {names[0]: 8, names[-1]: 8}}
-    final = {}
-    for label, cfg in (("SGD", sgd_cfg), (f"PSGD@W{RESNET_BITS}", psg)):
-        final[label] = runner.run(cfg, SEEDS[0], "final", bits=RESNET_EVAL_BITS,
-                                  overrides=overrides)[0]
-    return {"tune_rows": tune_rows, "final": final, "chosen": {"lambda_s": setting[1],
-            "start": start, "feasible": feasible}, "first_last": [names[0], names[-1]]}
+    final = {"SGD": [], f"PSGD@W{RESNET_BITS}": []}
+    for seed in RESNET_SEEDS:
+        for label, cfg in (("SGD", sgd_cfg), (f"PSGD@W{RESNET_BITS}", psg)):
+            final[label].append(runner.run(cfg, seed, "final", bits=RESNET_EVAL_BITS,
+                                           overrides=overrides)[0])
+    return {"tune_rows": tune_rows, "final": final,
+            "chosen": {"lambda_s": setting[1], "start": start, "range_momentum": setting[3],
+                       "feasible": feasible},
+            "first_last": [names[0], names[-1]]}
 
 
 # ----------------------------------------------------------------------------- report
@@ -481,7 +603,9 @@ def settings_dict(args, chosen=None, resnet=None):
                "loss": "keras.distillation.Distiller, LogitsDistillation(KLDivergence()), "
                        "student_loss_weight=0.5 (= 0.5 x eq. 4.11), same lr and lambda_s as PSGD@W2 (not tuned)"},
         "keep_8bit": "none for the MLP (all layers at the target bits)",
-        "resnet": {**RESNET, "subset": args.resnet_subset, "lambda_s grid": list(RESNET_LAMBDAS),
+        "resnet": {**RESNET, "subset": args.resnet_subset,
+                   "(lambda_s, range momentum) grid": [list(g) for g in RESNET_GRID],
+                   "final seeds": list(RESNET_SEEDS),
                    "bits": RESNET_BITS, "width": 16, "input": "28x28x1",
                    "tuning": "val subset 5k, PSG branches continue the SGD run from the decay epoch"}
         if not args.skip_resnet else "skipped",
@@ -536,21 +660,27 @@ def build_tables(chosen, tune_rows, zero_tune_rows, results, sbs_rows, resnet):
                        "rows": sbs_rows})
     if resnet:
         rows = []
-        for label, r in resnet["final"].items():
-            rows.append([label, r["fp"], *[r["q"][str(b)] for b in RESNET_EVAL_BITS],
-                         r["q"]["3_fl8"], f"{r['mse'][str(RESNET_BITS)]:.2e}", r["train_s"]])
+        for label, rs in resnet["final"].items():
+            rows.append([label, fmt([r["fp"] for r in rs]),
+                         *[fmt([r["q"][str(b)] for r in rs]) for b in RESNET_EVAL_BITS],
+                         fmt([r["q"]["3_fl8"] for r in rs]),
+                         f"{mean_std([r['mse'][str(RESNET_BITS)] for r in rs])[0]:.2e}",
+                         round(mean_std([r["train_s"] for r in rs])[0], 1)])
         tables.append({"title": (f"{RESNET['arch']} (width 16, 28×28) on a {resnet['subset']}-image "
-                                 f"training subset, {RESNET['epochs']} epochs, seed {SEEDS[0]}: "
-                                 "test accuracy (%) float and after per-tensor quantize_weights"),
+                                 f"training subset, {RESNET['epochs']} epochs, mean ± std over seeds "
+                                 f"{list(RESNET_SEEDS)}: test accuracy (%) float and after "
+                                 "per-tensor quantize_weights"),
                        "columns": ["method", "FP", *[f"W{b}" for b in RESNET_EVAL_BITS],
                                    "W3 (first/last 8)", f"MSE W{RESNET_BITS}", "train s"],
                        "rows": rows})
         tables.append({"title": f"{RESNET['arch']} tuning on the validation split (5k val images)",
-                       "columns": ["method", "lr", "λ_s", "start", "val FP", f"val W{RESNET_BITS}", ""],
+                       "columns": ["method", "lr", "λ_s", "start", "range momentum", "val FP",
+                                   f"val W{RESNET_BITS}", ""],
                        "rows": resnet["tune_rows"]})
     tables.append({"title": ("MLP tuning grid, seed 0, trained on 50k / validated on the last 10k "
                              "training images (never the test set): val accuracy (%)"),
-                   "columns": ["method", "lr", "λ_s", "PSG start", "val FP", *bits_cols, "selection"],
+                   "columns": ["method", "lr", "λ_s", "PSG start", "range momentum", "val FP",
+                               *bits_cols, "selection"],
                    "rows": tune_rows})
     tables.append({"title": "PSGD@Zero tuning: val accuracy (%) after global magnitude pruning",
                    "columns": ["method", "lr", "λ_s", "start",
@@ -565,16 +695,34 @@ def build_claims(results, resnet, sbs_rows):
     sgd_fp, sgd_w2 = m("SGD", lambda r: r["fp"]), m("SGD", lambda r: r["q"]["2"])
     p_fp, p_w2 = m("PSGD@W2", lambda r: r["fp"]), m("PSGD@W2", lambda r: r["q"]["2"])
     per_seed = [(r["fp"], r["q"]["2"]) for r in results["PSGD@W2"]]
-    ok = (p_fp - p_w2 <= 1.5) and (sgd_fp - p_fp <= 1.5) and (sgd_w2 < 20.0)
-    claims.append({
-        "claim": ("Bar (002 fig. 4.6 / table 4.12 at small scale): MLP trained from scratch with "
-                  "PSGD@W2 keeps its accuracy at 2 bits (all layers, per tensor) while SGD's collapses"),
-        "goal": ("PSGD@W2: FP − W2 ≤ 1.5 and SGD FP − PSGD FP ≤ 1.5; SGD W2 < 20 % "
-                 f"(means over seeds {list(SEEDS)})"),
-        "measured": (f"PSGD@W2 FP {p_fp:.2f}, W2 {p_w2:.2f} (gap {p_fp - p_w2:.2f}); SGD FP "
-                     f"{sgd_fp:.2f} (gap {sgd_fp - p_fp:.2f}), SGD W2 {sgd_w2:.2f}; per seed "
-                     f"PSGD (FP, W2): {per_seed}"),
-        "met": bool(ok)})
+    long_label = f"SGD ({MLP_LONG['epochs']} ep)"
+    ref_label = "SGD"
+    if long_label in results and results["PSGD@W2"][0]["config"].get("epochs") == MLP_LONG["epochs"]:
+        ref_label = long_label  # the same schedule as PSGD@W2
+    ref_fp, ref_w2 = m(ref_label, lambda r: r["fp"]), m(ref_label, lambda r: r["q"]["2"])
+    # Two readings of the bar, both reported: against the benchmark's SGD
+    # baseline (the tuned 12-epoch SGD of every other comparison, the issue's
+    # reading) and, stricter, against SGD trained on PSGD@W2's own schedule
+    # (this stricter form was the one coded before the final runs).
+    cfg_text = {k: v for k, v in results["PSGD@W2"][0]["config"].items() if k != "seed"}
+    for label, rfp, rw2, what in (
+            ("SGD", sgd_fp, sgd_w2, "the benchmark's SGD baseline (lr tuned on validation, "
+                                    f"{MLP['epochs']} epochs)"),
+            (ref_label, ref_fp, ref_w2, "SGD on PSGD@W2's own schedule (stricter)")):
+        if label == ref_label and ref_label == "SGD" and what.endswith("(stricter)"):
+            continue
+        ok = (p_fp - p_w2 <= 1.5) and (rfp - p_fp <= 1.5) and (rw2 < 20.0)
+        claims.append({
+            "claim": ("Bar (002 fig. 4.6 / table 4.12 at small scale): MLP trained from scratch "
+                      "with PSGD@W2 keeps its accuracy at 2 bits (all layers, per tensor) while "
+                      f"SGD's collapses -- reference: {what}"),
+            "goal": ("PSGD@W2: FP − W2 ≤ 1.5 and SGD FP − PSGD FP ≤ 1.5; SGD W2 < 20 % "
+                     f"(means over seeds {list(SEEDS)})"),
+            "measured": (f"PSGD@W2 FP {p_fp:.2f}, W2 {p_w2:.2f} (gap {p_fp - p_w2:.2f}); "
+                         f"{label} FP {rfp:.3f} (gap {rfp - p_fp:.3f}), W2 {rw2:.2f}; per seed "
+                         f"PSGD (FP, W2): {per_seed}; {label} FP per seed "
+                         f"{[r['fp'] for r in results[label]]}; PSGD@W2 config {cfg_text}"),
+            "met": bool(ok)})
     for bits in (4, 3):
         lab = f"PSGD@W{bits}"
         a, b = m(lab, lambda r: r["q"][str(bits)]), m("SGD", lambda r: r["q"][str(bits)])
@@ -608,15 +756,33 @@ def build_claims(results, resnet, sbs_rows):
                    "goal": f"{lab} W{ADAM_BITS} > Adam W{ADAM_BITS}, FP within 1.5",
                    "measured": f"W{ADAM_BITS} {a:.2f} vs Adam {b:.2f}; FP {fa:.2f} vs {fb:.2f}",
                    "met": bool(a > b and fa >= fb - 1.5)})
+    ctrl = "Adam (same LR schedule)"
+    if ctrl in results:
+        c4, cf = m(ctrl, lambda r: r["q"][str(ADAM_BITS)]), m(ctrl, lambda r: r["fp"])
+        claims.append({
+            "claim": (f"PSG helps Adam at W{ADAM_BITS} beyond the LR change of the authors' "
+                      "Adam recipe (control: plain Adam on the same LR schedule)"),
+            "goal": f"{lab} W{ADAM_BITS} > control W{ADAM_BITS}, FP within 1.5",
+            "measured": f"W{ADAM_BITS} {a:.2f} vs control {c4:.2f}; FP {fa:.2f} vs {cf:.2f}",
+            "met": bool(a > c4 and fa >= cf - 1.5)})
     if resnet:
         f = resnet["final"]
-        p, s = f[f"PSGD@W{RESNET_BITS}"], f["SGD"]
+
+        def rm(label, key):
+            return mean_std([r["fp"] if key == "fp" else r["q"][key] for r in f[label]])[0]
+
+        p_lab = f"PSGD@W{RESNET_BITS}"
+        p = {k: rm(p_lab, k) for k in ("fp", "4", "3")}
+        s = {k: rm("SGD", k) for k in ("fp", "4", "3")}
         claims.append({"claim": f"{RESNET['arch']}: PSGD@W{RESNET_BITS} beats SGD at "
                                 f"{RESNET_BITS} and 3 bits (per tensor, all layers)",
                        "goal": "higher W4 and W3, FP within 1.5",
-                       "measured": (f"W4 {p['q']['4']} vs {s['q']['4']}, W3 {p['q']['3']} vs "
-                                    f"{s['q']['3']}, FP {p['fp']} vs {s['fp']} (one seed)"),
-                       "met": bool(p["q"]["4"] > s["q"]["4"] and p["q"]["3"] > s["q"]["3"]
+                       "measured": (f"W4 {p['4']:.2f} vs {s['4']:.2f}, W3 {p['3']:.2f} vs "
+                                    f"{s['3']:.2f}, FP {p['fp']:.2f} vs {s['fp']:.2f} (mean over "
+                                    f"seeds {list(RESNET_SEEDS)}; per seed PSGD W4 "
+                                    f"{[r['q']['4'] for r in f[p_lab]]}, SGD W4 "
+                                    f"{[r['q']['4'] for r in f['SGD']]})"),
+                       "met": bool(p["4"] > s["4"] and p["3"] > s["3"]
                                    and p["fp"] >= s["fp"] - 1.5)})
     return claims
 
@@ -661,7 +827,7 @@ def main(argv=None):
                                   "% near grid", "% → 0", "acc, only this layer W2"],
                       "rows": diag_rows})
     claims = build_claims(results, resnet, sbs_rows)
-    notes = make_notes(results, resnet, chosen, sbs_notes)
+    notes = make_notes(results, resnet, chosen, sbs_notes, claims)
     path = harness.write_result(NAME, title, settings_dict(args, chosen, resnet), tables,
                                 claims, notes)
     pc.attach_runs(str(path), runner.store.runs)
@@ -672,70 +838,94 @@ def main(argv=None):
 
 
 def _smoke():
-    global NAME, RESULT_PATH, CACHE, SGD_LRS, GRID_SGD, GRID_ZERO, GRID_ADAM, RESNET_LAMBDAS
+    global NAME, RESULT_PATH, CACHE, SGD_LRS, GRID_SGD, GRID_ZERO, GRID_ADAM, RESNET_GRID
+    global GRID_KD, RESNET_SEEDS, TOP_K_SECOND_SEED
     NAME = "psg_quant_smoke"
     RESULT_PATH = harness.RESULTS_DIR / f"{NAME}.json"
     CACHE = CACHE + "_smoke"
     MLP.update(epochs=2, decay=[1], subset=3000)
+    MLP_LONG.update(epochs=3, decay=[2])
     RESNET.update(epochs=2, decay=[1])
     SGD_LRS = (0.05,)
-    GRID_SGD = {b: g[:1] for b, g in GRID_SGD.items()}
-    GRID_ZERO, GRID_ADAM, RESNET_LAMBDAS = GRID_ZERO[:1], GRID_ADAM[:1], RESNET_LAMBDAS[:1]
+    GRID_SGD = {b: (g[-2:] if b == 2 else g[:1]) for b, g in GRID_SGD.items()}
+    GRID_ZERO, GRID_ADAM, RESNET_GRID = GRID_ZERO[:1], GRID_ADAM[-1:], RESNET_GRID[-1:]
+    GRID_KD, RESNET_SEEDS = GRID_KD[-1:], RESNET_SEEDS[:1]
+    TOP_K_SECOND_SEED = 1
 
 
-def make_notes(results, resnet, chosen, sbs_notes):
+def make_notes(results, resnet, chosen, sbs_notes, claims):
     m = lambda label, f: mean_std([f(r) for r in results[label]])[0]  # noqa: E731
-    p_fp, p_w2 = m("PSGD@W2", lambda r: r["fp"]), m("PSGD@W2", lambda r: r["q"]["2"])
-    sgd_fp, sgd_w2 = m("SGD", lambda r: r["fp"]), m("SGD", lambda r: r["q"]["2"])
-    kd_w2 = [r["q"]["2"] for r in results["PSGD@W2 + KD"]]
-    w2 = chosen["w2"]
+    met = [c["claim"] for c in claims if c["met"]]
+    unmet = [f"{c['claim']} -- {c['measured']}" for c in claims if not c["met"]]
+    w2, kd, adam = chosen["w2"], chosen["w2_kd"], chosen["adam_psg"]
+    kd_fp = m("PSGD@W2 + KD", lambda r: r["fp"])
+    kd_w2 = m("PSGD@W2 + KD", lambda r: r["q"]["2"])
+
+    def sched(c):
+        return (f"{MLP_LONG['epochs']} epochs, LR decay at {MLP_LONG['decay']}" if c.get("long")
+                else f"{MLP['epochs']} epochs, LR decay at {MLP['decay']}")
+
     parts = [
-        "WHAT REPRODUCED. (1) Sparse training (table 4.3): PSGD@Zero keeps its accuracy under "
-        "global magnitude pruning without fine-tuning far better than SGD at 70-90 % (with "
-        "layer-wise pruning the advantage holds to 80 % and both collapse at 90 %, where every "
-        "layer, the 20x10 head included, keeps only a tenth of its weights). (2) Table 4.12 at 3 and 4 bits: PSGD@W3 and "
-        "PSGD@W4 (PSG from the first LR decay, the paper's CIFAR protocol) beat SGD after "
-        "per-tensor PTQ at their target bits with a lower weight MSE; PSGD@W2 models keep "
-        "3-bit and 4-bit accuracy within ~1 point of float. (3) At every bit-width the PSGD "
-        "weights sit closer to the grid (MSE column).",
-        f"WHAT DID NOT REPRODUCE. (a) The 2-bit bar: SGD's 2-bit accuracy collapses "
-        f"({sgd_w2:.1f} %) and PSGD@W2's float accuracy stays within 1.5 points of SGD's "
-        f"({p_fp:.2f} vs {sgd_fp:.2f}), but PSGD@W2 loses {p_fp - p_w2:.1f} points at 2 bits "
-        f"(goal <= 1.5). The chosen setting (lr {w2['lr']}, λ_s {w2['lambda_s']}, PSG from "
-        "epoch 0) lost only 1.2 points on the validation split with seed 0, so the tuning seed "
-        "was favourable. Diagnosis (exploratory validation runs and the per-layer table): the "
-        "library recomputes Δ = max|w| every step, and with momentum 0.9 a weight can overshoot "
-        "the current maximum, become the new maximum (|w − Q(w)| = 0, frozen there) and move "
-        "the whole layer's grid; lr·λ_s ≈ 0.5 is stable, 0.8 is not (λ_s 4 at lr 0.2, λ_s 20 "
-        "at lr 0.05: the 2-bit accuracy falls to 10-20 %; λ_s 15 at lr 0.05 grew dense1's max "
-        "|w| from 0.085 to 0.93 so 99 % of its weights quantize to 0), and below 0.5 the "
-        "weights do not reach the grid in 12 epochs. In the final PSGD@W2 models no runaway "
-        "happened (dense1's max |w| 0.085 -> 0.10) but only 37-59 % of each layer's weights lie "
-        "within 0.05·Δ of a grid point (SGD: 8-28 %); quantizing any one layer to 2 bits costs "
-        "0.4-1.8 points and the losses add up. Training longer (20 epochs) made the 2-bit "
-        "gap worse (74.9 % on validation), not better. The authors' code (PSG-pytorch, "
-        "quant_module.py) uses an exponential moving average (momentum 0.1) of the weight range "
-        "instead of the per-step max, which damps exactly this; tfcompress does not. "
-        f"(b) PSGD@W2 + KD (same lr·λ_s as PSGD@W2, not tuned) diverged at 2 bits on both seeds "
-        f"(W2 {kd_w2}): the KD gradient is larger than the CE gradient and pushes lr·λ_s·g past "
-        "the stable range. (c) Adam + PSG (table 4.11) did not help: Adam divides each "
-        "coordinate by the root of its second moment, so multiplying the gradient by "
-        "λ_s·(|w − Q(w)| + ε) is largely normalised away (λ_s cancels exactly); only the "
-        "time variation of |w − Q(w)| remains. The authors' code multiplies Adam's learning "
-        "rate by λ_s/100 instead of relying on the gradient scale.",
+        f"CLAIMS MET ({len(met)}/{len(claims)}): " + "; ".join(met) + ".",
+        "CLAIMS NOT MET: " + ("; ".join(unmet) if unmet else "none") + ".",
+        "AUTHORS' CODE (PSG-pytorch) vs tfcompress, checked for this run. (1) Grid: restricted "
+        "symmetric, levels -(2^(n-1)-1)..2^(n-1)-1, Δ = max(-min w, max w)/(2^(n-1)-1); at 2 bits "
+        "{-Δ, 0, Δ} with Δ = max|w| -- identical to QuantizationGrid. (2) Range: their weight "
+        "quantizer keeps a running min/max (momentum 0.1, each of min(0, min w) and max(0, max w), "
+        "first forward pass initialises it) for the PSG scale, while their low-precision "
+        "evaluation rebuilds the network, so the evaluated grid uses the exact range. Now "
+        "available as QuantizationGrid(range_momentum=0.1); PTQ here always uses the exact range, "
+        "as theirs. (3) Scale: their backward is grad·λ_s·|w - Q(w)| without ε (ε = 1e-8 here, "
+        "negligible); their Linear layers also scale and quantize the bias (kernels only here, "
+        "biases stay float in training and evaluation). (4) First/last layers: either kept at 8 "
+        "bits when the target is below 4 bits (= keep_8bit='first_last', keep_8bit_below=4) or "
+        "left float and unscaled; this benchmark quantizes every layer of the MLP at the target "
+        "bits (the bar's reading) and reports ResNet W3 both ways. (5) Weight decay is added after "
+        "the scaling (unscaled) and switched off at 2 bits; 0 everywhere here. (6) Adam: they keep "
+        "the gradient scaling and multiply Adam's LR by λ_s/100 (train.py: base_lr *= 1e-2 * "
+        "lambda_s); Adam itself divides a constant gradient factor away.",
+        "RUNNING RANGE (range_momentum=0.1) ON THIS FROM-SCRATCH TASK did not help and is not "
+        "chosen: weights beyond a lagging range get a scale |w - Q(w)| that grows with their "
+        "distance (positive feedback), so on validation (seed 0) λ_s 5 at lr 0.2 collapsed at 2 "
+        "bits and λ_s 20 at lr 0.05 diverged in the first epoch, where the per-step range gave "
+        "84.9 % float; at λ_s 2.5 it matched the per-step range. An exploratory variant capping "
+        "the scale at Δ/2 also let the ranges grow (head max|w| 1.4 -> 9.7 in 7 epochs at λ_s 4). "
+        "The authors use it when fine-tuning a trained model at a decayed LR, where ranges are "
+        "nearly stationary.",
+        "THE 2-BIT INSTABILITY. Per-epoch validation traces (exploratory, seed 0): with the "
+        "per-step range the largest weight of a layer sits on the outermost grid point (scale ~0) "
+        "and is frozen; momentum overshoot of a neighbour makes a new, frozen maximum, and the "
+        "cross-entropy (no weight decay) keeps pushing the head's weights outward, so Δ of the "
+        "head and of dense2 can ratchet up until most weights quantize to 0. At lr 0.2 λ_s 4 did "
+        "this in the first epoch (head max|w| 0.45 -> 4.7, W2 ~20 %), λ_s 3 within 7 epochs, "
+        "λ_s 2.5 after ~10 epochs in a 20-epoch run and in the first draft's final runs on 60k "
+        "images (head Δ 1.9-2.5, W2 82-83 %); λ_s 2 kept all ranges flat for 20 epochs. The 2-bit "
+        "accuracy rises through the high-LR PSG phase while the LR decay raises only the float "
+        "accuracy, hence the longer schedule points and the two-seed selection.",
+        f"CHOSEN. PSGD@W2: lr {w2['lr']}, λ_s {w2['lambda_s']}, PSG from epoch {w2['start']}, "
+        f"range momentum {w2.get('range_momentum')}, {sched(w2)}. PSGD@W2 + KD (re-tuned, "
+        f"T={KD_TEMPERATURE}, 0.5·CE + 0.5·T²·KL): lr {kd['lr']}, λ_s {kd['lambda_s']}, "
+        f"{sched(kd)}; test FP {kd_fp:.2f}, W2 {kd_w2:.2f}. Adam+PSG@W{ADAM_BITS}: λ_s "
+        f"{adam['lambda_s']}, PSG from epoch {adam['start']}, Adam LR × λ_s/100 from then: "
+        f"{adam.get('adam_lr_scale')}.",
     ]
     if resnet:
         f = resnet["final"]
-        s_, p_ = f["SGD"], f[f"PSGD@W{RESNET_BITS}"]
+        c = resnet["chosen"]
+        rs = lambda label, k: fmt([r["fp"] if k == "fp" else r["q"][k] for r in f[label]])  # noqa: E731
+        p_lab = f"PSGD@W{RESNET_BITS}"
         parts.append(
             f"RESNET. {RESNET['arch']} on a {resnet['subset']}-image subset, {RESNET['epochs']} "
-            f"epochs (PSG for the last {RESNET['epochs'] - RESNET['decay'][0]}), one seed: SGD "
-            f"FP {s_['fp']} / W4 {s_['q']['4']} / W3 {s_['q']['3']}, PSGD@W4 (λ_s "
-            f"{resnet['chosen']['lambda_s']}) FP {p_['fp']} / W4 {p_['q']['4']} / W3 "
-            f"{p_['q']['3']}. With BatchNorm after every conv, per-tensor 4-bit PTQ already costs "
-            "SGD little here, and on validation neither λ_s improved W4 over SGD in 3 PSG "
-            "epochs; this short run is not evidence either way for the paper's 150-epoch "
-            "CIFAR result.")
+            f"epochs (PSG for the last {RESNET['epochs'] - RESNET['decay'][0]}), seeds "
+            f"{list(RESNET_SEEDS)}: SGD FP {rs('SGD', 'fp')} / W4 {rs('SGD', '4')} / W3 "
+            f"{rs('SGD', '3')}; PSGD@W4 (λ_s {c['lambda_s']}, range momentum "
+            f"{c.get('range_momentum')}) FP {rs(p_lab, 'fp')} / W4 {rs(p_lab, '4')} / W3 "
+            f"{rs(p_lab, '3')}. The running range (momentum 0.1) helped here, in the authors' setting "
+            "(PSG from the LR decay of a trained model): on validation W4 81.9 vs 80.1 at λ_s 150 "
+            "and 84.6 at λ_s 500 vs SGD's 81.1, at a 0.2-point float cost; on the test runs the "
+            "float cost grew, and 3 PSG epochs on 6k images are far from the paper's 68 PSG epochs "
+            "on CIFAR-100, so this is weak evidence either way (SGD's W4/W3 also vary by "
+            "several points between seeds).")
     parts.append(
         "SIDE BY SIDE. Keras 3.15 model.quantize covers Dense layers only (all three layers of "
         "the MLP; on ResNet-8 it quantizes only the head, checked with a separate probe). "
@@ -746,20 +936,21 @@ def make_notes(results, resnet, chosen, sbs_notes):
         f"{sbs_notes['qat_epochs']} epochs (the PSG budget of PSGD@W4) at lr {sbs_notes['qat_lr']}.")
     parts.append(
         "TUNING HONESTY. All choices were made on the validation split (last 10k training "
-        "images) with seed 0; the test set was read only by the final runs. Before the script "
-        "ran, exploratory validation runs (PSGD@W2: λ_s 10/15/20/30/50 at lr 0.05, PSG from "
-        "epoch 0 or 8, 12 or 20 epochs, no LR decay; QAT at 2 bits from scratch: diverged) set "
-        "where the grid lies; the grid points the script ran are all in the tuning table. The "
-        "W3/W4/W8 grids were extended once after their first points (scaled by 2^(n-1)-1) were "
-        "unstable on validation. The float-accuracy tolerance of the selection rule was 1.0 "
-        "point in the first draft and set to the bar's 1.5 before the final runs: with 1.0 no "
-        "W2 point qualified on validation and the fallback (best float accuracy) would have "
-        "picked lr 0.4, λ_s 1.25 (val W2 84.07 vs 85.74 for the chosen point).")
+        f"images): seed {TUNE_SEED} for every grid point, plus seed {TUNE_SEED2} for the "
+        f"{TOP_K_SECOND_SEED} best feasible W2 points (W2 + KD: {TOP_K_SECOND_SEED_KD}), chosen "
+        "by the two-seed "
+        "mean; the test set was read only by the final runs. The grid is append-only: the "
+        "first draft's points are kept and reported. Exploratory validation runs outside the "
+        "grid (seed 0, per-epoch traces): the first draft's PSGD@W2 notes (λ_s 10-50 at lr "
+        "0.05, 12/20 epochs, QAT at 2 bits), and for this revision lr 0.2 with λ_s 4 and 2.5 "
+        "(12 epochs), λ_s 4 with a capped running range, λ_s 3 (16 epochs, decay 12), λ_s 2.5 "
+        "and 2 (20 epochs, decay 16); they set where the second-round grid lies. The "
+        "float-accuracy tolerance of the selection rule is the bar's 1.5 points (1.0 in the "
+        "first draft).")
     parts.append(
-        "Runtime about 100 min in total (one restart after extending the grids) on 2 CPU cores shared with other jobs (load 5-8); a rerun with everything stored takes seconds. Weight decay 0 "
-        "everywhere (the authors switch it off at 2 bits). keep_8bit is not used for the MLP: "
-        "every layer, including the first and the last, is trained and evaluated at the target "
-        "bits; the 20x10 head is (narrowly) the most sensitive layer at 2 bits.")
+        "Weight decay 0 everywhere. keep_8bit is not used for the MLP: every layer, the first "
+        "and the last included, is trained and evaluated at the target bits. Runs finished in "
+        "an earlier invocation are reused from the 'runs' field (same configuration key).")
     return " ".join(parts)
 
 

@@ -342,3 +342,59 @@ def test_bad_input(kwargs, exc, match):
 def test_bits_zero_is_rejected():
     with pytest.raises(ValueError, match="bits=0"):
         ScaledGradient(keras.optimizers.SGD(0.1), QuantizationGrid(bits=0))
+
+
+def test_running_range_is_optimizer_state_and_damps_an_outlier():
+    """QuantizationGrid(range_momentum=m): Δ from the running range (authors' code)."""
+    m, bits = 0.1, 3
+    levels = 2 ** (bits - 1) - 1
+    w0 = np.array([[0.9, -0.3, 0.1], [0.45, -1.0, 0.2]], "float32")
+    w = _kernel(w0)
+    opt = ScaledGradient(
+        keras.optimizers.SGD(LR), QuantizationGrid(bits, range_momentum=m), lambda_s=LAM,
+        epsilon=EPS,
+    )
+    g = np.full_like(w0, 0.5)
+    opt.apply([g], [w])
+    # First step: the running range starts at the current range -> exact eq. 4.13.
+    np.testing.assert_allclose(
+        w.numpy(), w0 - LR * LAM * (np.abs(w0 - ref_grid(w0, bits)) + EPS) * g, rtol=1e-6
+    )
+    (lo, hi), = opt.psg_ranges().values()
+    assert (float(lo.numpy()), float(hi.numpy())) == pytest.approx((-1.0, 0.9))
+    assert any("psg_range_hi" in v.path for v in opt.variables)
+    # One weight overshoots to 4.0: Δ moves by the momentum fraction only.
+    w1 = w.numpy()
+    w1[0, 0] = 4.0
+    w.assign(w1)
+    opt.apply([g], [w])
+    hi1 = m * 4.0 + (1 - m) * 0.9
+    lo1 = m * float(w1.min()) + (1 - m) * -1.0
+    assert float(hi.numpy()) == pytest.approx(hi1, rel=1e-6)
+    assert float(lo.numpy()) == pytest.approx(lo1, rel=1e-6)
+    delta = max(-lo1, hi1) / levels
+    q = np.clip(np.round(w1 / delta), -levels, levels) * delta
+    expected = w1 - LR * LAM * (np.abs(w1 - q) + EPS) * g
+    np.testing.assert_allclose(w.numpy(), expected, rtol=1e-5, atol=1e-7)
+    # The outlier is not frozen on a grid point (the per-step range would
+    # put it exactly on the outermost point: scale λ_s·ε).
+    assert abs(w1[0, 0] - w.numpy()[0, 0]) > 0.1 * LR * LAM * g[0, 0]
+
+
+def test_running_range_under_jit_fit_matches_eager():
+    x, y = toy_data()
+    results = []
+    for jit in (False, True):
+        model = _dense_model()
+        model.compile(
+            ScaledGradient(keras.optimizers.SGD(LR, momentum=0.9),
+                           QuantizationGrid(2, range_momentum=0.1), lambda_s=LAM),
+            "mse",
+            jit_compile=jit,
+        )
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        ranges = [v.numpy() for pair in model.optimizer.psg_ranges().values() for v in pair]
+        results.append(([v.numpy() for v in model.trainable_variables], ranges))
+    for a, b in zip(results[0][0] + results[0][1], results[1][0] + results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert all(np.all(r != 0) for r in results[1][1])

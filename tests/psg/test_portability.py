@@ -60,13 +60,17 @@ JAX_SCRIPT = textwrap.dedent(
     np.testing.assert_allclose(model.trainable_variables[1].numpy(), b - LR * gb, rtol=1e-5)
 
     # Schedule + Adam + `.keras` round trip on JAX.
-    opt2 = ScaledGradient(keras.optimizers.Adam(0.01), QuantizationGrid(3), lambda_s=5.0,
+    opt2 = ScaledGradient(keras.optimizers.Adam(0.01), QuantizationGrid(3, range_momentum=0.1),
+                          lambda_s=5.0,
                           enabled=False)
     m2 = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
                            keras.layers.Dense(3)])
     m2.compile(opt2, "mse")
     h = m2.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[ScaledGradientSchedule(1)])
     assert float(opt2.psg_enabled.numpy()) == 1.0
+    # The running range was carried through stateless_apply.
+    ranges = [np.asarray(v.numpy()) for pair in opt2.psg_ranges().values() for v in pair]
+    assert len(ranges) == 4 and all(np.all(r != 0) for r in ranges), ranges
     assert h.history["loss"][-1] < h.history["loss"][0]
     path = os.path.join(sys.argv[2], "m.keras")
     m2.save(path)

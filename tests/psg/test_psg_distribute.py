@@ -33,7 +33,9 @@ SCRIPT = textwrap.dedent(
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, activation="tanh"),
                                   keras.layers.Dense(3)])
-        opt = ScaledGradient(keras.optimizers.SGD(LR), QuantizationGrid(3), lambda_s=LAM,
+        # Running range (authors' momentum 0.1): its first step is the exact grid.
+        opt = ScaledGradient(keras.optimizers.SGD(LR), QuantizationGrid(3, range_momentum=0.1),
+                             lambda_s=LAM,
                              epsilon=EPS)
         model.compile(opt, "mse")
     before = [v.numpy() for v in model.trainable_variables]

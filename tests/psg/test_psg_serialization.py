@@ -68,9 +68,10 @@ def _assert_same_state(a, b):
         np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=x.path)
 
 
-def test_keras_round_trip_keeps_settings_and_state(tmp_keras_path):
+@pytest.mark.parametrize("momentum", [None, 0.1], ids=["per_step_range", "running_range"])
+def test_keras_round_trip_keeps_settings_and_state(tmp_keras_path, momentum):
     x, y = toy_data()
-    model = _model(_psg())
+    model = _model(_psg(target=QuantizationGrid(2, per_channel=True, range_momentum=momentum)))
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     model.optimizer.set_enabled(True)
     model.save(tmp_keras_path)
@@ -90,6 +91,7 @@ def test_keras_round_trip_keeps_settings_and_state(tmp_keras_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     assert float(opt.psg_enabled.numpy()) == 1.0
     assert any("momentum" in v.path for v in after)
+    assert any("psg_range" in v.path for v in after) == (momentum is not None)
     # Training continues identically.
     for m in (model, loaded):
         m.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
@@ -98,7 +100,8 @@ def test_keras_round_trip_keeps_settings_and_state(tmp_keras_path):
 
 
 def _adam_psg():
-    return ScaledGradient(keras.optimizers.Adam(0.01), QuantizationGrid(3), lambda_s=5.0, enabled=False)
+    return ScaledGradient(keras.optimizers.Adam(0.01), QuantizationGrid(3, range_momentum=0.1),
+                         lambda_s=5.0, enabled=False)
 
 
 def test_weights_checkpoint_resume_keeps_optimizer_state(tmp_path):

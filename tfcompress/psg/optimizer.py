@@ -62,12 +62,15 @@ def default_psg_variables(variable):
 class _VarPlan:
     """Static, per-variable PSG settings (derived from the variable path)."""
 
-    __slots__ = ("path", "scoped", "bits")
+    __slots__ = ("path", "scoped", "bits", "range_slot")
 
-    def __init__(self, path, scoped, bits):
+    def __init__(self, path, scoped, bits, range_slot=None):
         self.path = path
         self.scoped = scoped
         self.bits = bits
+        # Index into ScaledGradient._range_vars when the target keeps a
+        # running range (QuantizationGrid(range_momentum=...)), else None.
+        self.range_slot = range_slot
 
 
 def _is_number(x):
@@ -98,7 +101,10 @@ class ScaledGradient(keras.optimizers.Optimizer):
     before ``inner_optimizer`` applies it; all other variables (biases,
     BatchNorm) get their plain gradient. ``Q`` is ``target``:
     :class:`~tfcompress.psg.QuantizationGrid` (the per-layer symmetric grid of
-    eq. 4.13, recomputed from the current weights every step) or
+    eq. 4.13, recomputed from the current weights every step, or from a
+    running range with ``range_momentum`` -- the wrapper then keeps one
+    ``(lo, hi)`` pair per scoped kernel as optimizer state, updated once per
+    step before the scale is computed, whether PSG is on or off) or
     :class:`~tfcompress.psg.Zero` (sparse training). With SGD, λ_s acts as a
     learning-rate multiplier (η = η₀·λ_s, 002 footnote 1); since
     ``|w − Q(w)| ≤ Δ/2`` is small, useful values are large: the paper uses
@@ -110,6 +116,26 @@ class ScaledGradient(keras.optimizers.Optimizer):
     λ_s must shrink as η₀ and the weights grow: training the 784-50-20-10 MLP
     *from scratch* with SGD(0.05, momentum 0.9), λ_s = 5 worked while 20-50
     diverged (tutorial 02, ``bench/psg_quant.py``'s validation grid).
+
+    **Adam.** The scale multiplies the *gradient*, so with Adam (which
+    divides each coordinate by the root of its second moment) the constant
+    λ_s cancels and what remains of PSG is the time variation of
+    ``|w − Q(w)|``: a weight approaching a grid point gets steps shrinking
+    relative to its gradient history (β₂ memory), so it still settles there.
+    The authors' code keeps the gradient scaling and, for Adam, multiplies the
+    learning rate by ``λ_s / 100`` (PSG-pytorch ``train.py``: ``base_lr *=
+    1e-2 * lambda_s``); λ_s then acts through the inner optimizer's learning
+    rate, which this wrapper leaves untouched -- set it on the inner
+    optimizer (``bench/psg_quant.py`` does this for its Adam runs).
+
+    **Differences from the authors' code.** Their backward pass multiplies by
+    ``λ_s·|w − Q(w)|`` without ε (ε here defaults to 1e-8, negligible); their
+    ``Linear`` layers also scale and quantize the bias (here only kernels
+    are scoped by default; pass ``variables=`` to widen the scope); first and
+    last layers are either kept at 8 bits below 4 bits (``keep_8bit=
+    "first_last"``, the default ``keep_8bit_below=4``) or left unscaled and
+    unquantized; their weight decay is added after the scaling (not scaled),
+    as with this wrapper's inner-optimizer weight decay.
 
     Because PSG only rescales gradients, it composes with any loss, e.g. a
     distillation loss ``L + T²·KL(z_T‖z_S)`` (eq. 4.11-4.12).
@@ -300,6 +326,7 @@ class ScaledGradient(keras.optimizers.Optimizer):
         self._track_variable(psg_enabled)
         self._psg_enabled = psg_enabled
         self._plan = ()
+        self._range_vars = ()
 
     # ------------------------------------------------------------------ state
     @property
@@ -344,6 +371,7 @@ class ScaledGradient(keras.optimizers.Optimizer):
         super().build(var_list)
 
     def _build_plan(self, var_list):
+        track = bool(getattr(self.target, "tracks_range", False))
         scope = self.variable_predicate or default_psg_variables
         scoped = [bool(scope(v)) for v in var_list]
         if not any(scoped):
@@ -374,13 +402,43 @@ class ScaledGradient(keras.optimizers.Optimizer):
 
         target_bits = getattr(self.target, "bits", None)
         plan = []
+        range_vars = []
         for v, s, k in zip(var_list, scoped, keep):
             bits = None
             if s and k and target_bits is not None:
                 if self.keep_8bit_below is None or target_bits < self.keep_8bit_below:
                     bits = 8
-            plan.append(_VarPlan(_var_path(v), s, bits))
+            slot = None
+            if s and track:
+                # The running (lo, hi) of eq. 4.13's range: optimizer state,
+                # saved and restored with the other optimizer variables. The
+                # same on every replica (weights are mirrored), hence
+                # "only_first_replica".
+                shape = self.target.range_shape(tuple(v.shape))
+                base = _var_path(v).replace("/", "_")
+                pair = tuple(
+                    self.add_variable(
+                        shape,
+                        initializer="zeros",
+                        dtype="float32",
+                        aggregation="only_first_replica",
+                        name=f"psg_range_{end}_{base}",
+                    )
+                    for end in ("lo", "hi")
+                )
+                slot = len(range_vars)
+                range_vars.append(pair)
+            plan.append(_VarPlan(_var_path(v), s, bits, slot))
         self._plan = tuple(plan)
+        self._range_vars = tuple(range_vars)
+
+    def psg_ranges(self):
+        """``{variable_path: (lo, hi)}`` running ranges (empty without ``range_momentum``)."""
+        return {
+            p.path: tuple(self._range_vars[p.range_slot])
+            for p in self._plan
+            if p.range_slot is not None
+        }
 
     def psg_plan(self):
         """``[(variable_path, scoped, bits)]`` of the built optimizer.
@@ -397,44 +455,71 @@ class ScaledGradient(keras.optimizers.Optimizer):
         ]
 
     # ------------------------------------------------------------------ math
-    def position_scale(self, value, variable=None, bits=None):
+    def position_scale(self, value, variable=None, bits=None, value_range=None):
         """The PSG scale ``λ_s · (|w − Q(w)| + ε)`` of eq. 4.7 for a weight.
 
         Args:
             value: Current weight tensor ``w``.
             variable: Optional variable, passed to ``mask_fn``.
             bits: Optional bit-width override of the target's grid.
+            value_range: Optional ``(lo, hi)`` range of the grid (the running
+                range); ``None`` uses the range of ``value``.
 
         Returns:
             A tensor of the shape of ``value``. With a mask from ``mask_fn``,
             pruned entries get scale 1 (plain gradient).
         """
         w = ops.convert_to_tensor(value)
-        mask = None
-        if self.mask_fn is not None and variable is not None:
-            mask = self.mask_fn(variable)
-        if mask is not None:
-            mask = ops.cast(ops.convert_to_tensor(mask), w.dtype)
-        q = self.target(w, bits=bits, mask=mask)
+        mask = self._mask(variable, w.dtype)
+        q = self.target(w, bits=bits, mask=mask, value_range=value_range)
         scale = self.lambda_s * (ops.abs(w - ops.cast(q, w.dtype)) + self.epsilon)
         if mask is not None:
             scale = mask * scale + (1.0 - mask)
         return scale
 
-    def _scale_gradients(self, grads, values, variables, enabled):
+    def _mask(self, variable, dtype):
+        if self.mask_fn is None or variable is None:
+            return None
+        mask = self.mask_fn(variable)
+        if mask is None:
+            return None
+        return ops.cast(ops.convert_to_tensor(mask), dtype)
+
+    def _scale_gradients(self, grads, values, variables, enabled, ranges=None):
+        """Scaled gradients and, with a running range, the updated ranges.
+
+        Args:
+            grads, values, variables: Aligned lists (gradient, current value,
+                variable).
+            enabled: The 0/1 switch value.
+            ranges: ``[(lo, hi)]`` current values of the running ranges by slot
+                (``None``: read the range variables).
+
+        Returns:
+            ``(scaled_grads, new_ranges)``; ``new_ranges`` maps a slot to its
+            updated ``(lo, hi)`` (empty without a running range).
+        """
         enabled = ops.cast(enabled, "float32")
-        out = []
+        if ranges is None:
+            ranges = [(lo.value, hi.value) for lo, hi in self._range_vars]
+        out, new_ranges = [], {}
         for g, w, v in zip(grads, values, variables):
             plan = self._plan[self._get_variable_index(v)]
             if g is None or not plan.scoped or self._overwrite_variable_with_gradient(v):
                 out.append(g)
                 continue
             g = ops.convert_to_tensor(g)  # densifies sparse (IndexedSlices) gradients
-            w = ops.convert_to_tensor(w)
-            scale = self.position_scale(ops.cast(w, "float32"), v, bits=plan.bits)
+            w = ops.cast(ops.convert_to_tensor(w), "float32")
+            value_range = None
+            if plan.range_slot is not None:
+                value_range = self.target.update_range(
+                    ranges[plan.range_slot], w, mask=self._mask(v, w.dtype)
+                )
+                new_ranges[plan.range_slot] = value_range
+            scale = self.position_scale(w, v, bits=plan.bits, value_range=value_range)
             scale = enabled * scale + (1.0 - enabled)
             out.append(g * ops.cast(scale, g.dtype))
-        return out
+        return out, new_ranges
 
     def scaled_gradients(self, grads, trainable_variables=None):
         """Returns the gradients PSG hands to the inner optimizer (for inspection)."""
@@ -443,7 +528,7 @@ class ScaledGradient(keras.optimizers.Optimizer):
             self.build(tvs)
         return self._scale_gradients(
             list(grads), [v.value for v in tvs], tvs, self._psg_enabled.value
-        )
+        )[0]
 
     # ------------------------------------------------------------------ apply
     def apply(self, grads, trainable_variables=None):
@@ -462,9 +547,13 @@ class ScaledGradient(keras.optimizers.Optimizer):
             self._check_variables_are_known(trainable_variables)
         tvs = trainable_variables or self._trainable_variables
         grads = list(grads)
-        scaled = self._scale_gradients(
+        scaled, new_ranges = self._scale_gradients(
             grads, [v.value for v in tvs], tvs, self._psg_enabled.value
         )
+        for slot, (lo, hi) in new_ranges.items():
+            lo_var, hi_var = self._range_vars[slot]
+            lo_var.assign(lo)
+            hi_var.assign(hi)
         self.inner_optimizer.apply(scaled, trainable_variables=trainable_variables)
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
@@ -475,12 +564,22 @@ class ScaledGradient(keras.optimizers.Optimizer):
             )
         n_own = len(self._variables)
         own = list(optimizer_variables[:n_own])
-        enabled = own[
-            next(i for i, v in enumerate(self._variables) if v is self._psg_enabled)
-        ]
-        scaled = self._scale_gradients(
-            list(grads), list(trainable_variables), self._trainable_variables, enabled
+        def position(var):
+            return next(i for i, v in enumerate(self._variables) if v is var)
+
+        enabled = own[position(self._psg_enabled)]
+        range_pos = [(position(lo), position(hi)) for lo, hi in self._range_vars]
+        ranges = [(own[i], own[j]) for i, j in range_pos]
+        scaled, new_ranges = self._scale_gradients(
+            list(grads),
+            list(trainable_variables),
+            self._trainable_variables,
+            enabled,
+            ranges=ranges,
         )
+        for slot, (lo, hi) in new_ranges.items():
+            i, j = range_pos[slot]
+            own[i], own[j] = lo, hi
         new_trainable, new_inner = self.inner_optimizer.stateless_apply(
             list(optimizer_variables[n_own:]), scaled, trainable_variables
         )
