@@ -43,3 +43,4 @@ from tfcompress.quantization import quantize_weights
 from tfcompress import kernels
 # --- export --- (imports TensorFlow lazily, inside its functions)
 from tfcompress import export
+from tfcompress.export import report
