@@ -101,18 +101,24 @@ def _pieces(wrappers):
     """Splits the targets of ``wrappers`` into *pieces*: lists of
     ``(wrapper, name, variable, spec, mask)`` that share one keep-vector over their
     units — the members of a ``channel_group`` together, every other target alone."""
-    pieces, by_group = [], {}
-    for w in wrappers:
-        for name, var, spec, mask in w.targets:
-            member = (w, name, var, spec, mask)
-            if w.channel_group is None:
-                pieces.append([member])
-            elif w.channel_group in by_group:
-                by_group[w.channel_group].append(member)
-            else:
-                by_group[w.channel_group] = [member]
-                pieces.append(by_group[w.channel_group])
-    return pieces
+    members = [(w, name, var, spec, mask) for w in wrappers for name, var, spec, mask in w.targets]
+    return _gather_channel_groups(members, lambda member: member[0].channel_group)
+
+
+def _gather_channel_groups(items, group_of):
+    """``items`` in order as lists: those sharing a (non-``None``) channel group
+    gathered into one list at the first one's place, every other item alone."""
+    gathered, by_group = [], {}
+    for item in items:
+        group = group_of(item)
+        if group is None:
+            gathered.append([item])
+        elif group in by_group:
+            by_group[group].append(item)
+        else:
+            by_group[group] = [item]
+            gathered.append(by_group[group])
+    return gathered
 
 
 def _piece_units(piece):
@@ -178,15 +184,7 @@ def _check_shared_schedule(wrappers, what):
 def _layerwise_units(wrappers):
     """Groups the layer-wise wrappers into update units: one channel group, or one
     wrapper alone. Checks that a group's members agree on schedule and threshold."""
-    units, by_group = [], {}
-    for w in wrappers:
-        if w.channel_group is None:
-            units.append([w])
-        elif w.channel_group in by_group:
-            by_group[w.channel_group].append(w)
-        else:
-            by_group[w.channel_group] = [w]
-            units.append(by_group[w.channel_group])
+    units = _gather_channel_groups(wrappers, lambda w: w.channel_group)
     for unit in units:
         if len(unit) > 1:
             _check_shared_schedule(unit, f"Wrappers of channel_group={unit[0].channel_group!r}")
