@@ -14,11 +14,23 @@ input channels physically removed) and both models are exported to float TFLite.
 Measured side by side: LiteRT latency at batch 1 and 64 (interleaved, one thread),
 Keras+XLA latency at batch 64, parameters, MACs, and test accuracy in LiteRT.
 
-Usage: ``python -m bench.structured [--epochs 6] [--finetune-epochs 6]``
+Usage: ``python -m bench.structured [--epochs 6] [--finetune-epochs 6] [--fold bias_map]
+[--cache-dir /tmp/tfcompress_bench_structured]``
+
+By default everything is trained from scratch (about 35 minutes on 2 busy CPU cores).
+With ``--cache-dir`` the trained dense and pruned (wrapped) models and their Keras
+accuracies are saved there as ``.keras`` files after training, under a key made of
+every training setting (model, subset, epochs, learning rates, sparsity, seed) and
+the Keras/TensorFlow versions; a later run with the same settings loads them instead
+of retraining, so re-measuring after a change to ``shrink`` or the export takes
+minutes. The key does not cover the training *code*: delete the cache after changing
+it. The result records whether the models came from the cache.
 """
 
 import argparse
 import gzip
+import hashlib
+import json
 import os
 import pathlib
 import tempfile
@@ -28,6 +40,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from bench import harness
+
+
+FOLD_NOTES = {
+    "bias_map": (
+        "Pruned channels emit nonzero constants (BatchNorm beta − mean·γ/σ after ReLU) "
+        "into zero-padded 3×3 convs; shrink(fold='bias_map') folds them into a fixed "
+        "per-position bias map added after each such conv (a PositionBias layer, one "
+        "extra elementwise add; the maps are weights, so they add H·W·C floats each to "
+        "the parameter count and the file), so every conv keeps exactly its unpruned "
+        "channels. "),
+    "carrier": (
+        "A shrunk layer may keep a few more channels than 50 %: shrink(fold='carrier') "
+        "keeps one 'carrier' channel per residual tensor whose pruned channels emit "
+        "nonzero constants (BatchNorm beta) into a zero-padded 3×3 conv, to stay exact. "),
+}
 
 
 def _interpreter(path, batch):
@@ -76,6 +103,45 @@ def _train(args, x, y, xt, yt):
     return dense, pruned, accuracies
 
 
+def _cache_key(args):
+    """Hash of every setting that changes the trained weights (and the versions)."""
+    import keras
+    import tensorflow as tf
+
+    settings = {k: getattr(args, k) for k in
+                ("model", "subset", "epochs", "lr", "finetune_epochs", "finetune_lr",
+                 "sparsity", "seed")}
+    settings["versions"] = [keras.__version__, tf.__version__]
+    blob = json.dumps(settings, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def trained_models(args, x, y, xt, yt):
+    """``_train``, or its saved result from ``args.cache_dir`` when present.
+
+    Returns:
+        ``(dense, pruned, accuracies, source)``; ``source`` is ``"trained"``,
+        ``"trained, cached in <dir>"`` or ``"loaded from cache <dir>"``.
+    """
+    import keras
+
+    if not args.cache_dir:
+        return (*_train(args, x, y, xt, yt), "trained")
+    folder = pathlib.Path(args.cache_dir) / _cache_key(args)
+    files = [folder / "dense.keras", folder / "pruned.keras", folder / "accuracies.json"]
+    if all(f.exists() for f in files):
+        dense = keras.saving.load_model(files[0], compile=False)
+        pruned = keras.saving.load_model(files[1], compile=False)
+        accuracies = json.loads(files[2].read_text())
+        return dense, pruned, accuracies, f"loaded from cache {folder}"
+    dense, pruned, accuracies = _train(args, x, y, xt, yt)
+    folder.mkdir(parents=True, exist_ok=True)
+    dense.save(files[0])
+    pruned.save(files[1])
+    files[2].write_text(json.dumps({k: float(v) for k, v in accuracies.items()}))
+    return dense, pruned, accuracies, f"trained, cached in {folder}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet14")
@@ -87,6 +153,12 @@ def main(argv=None):
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fold", default="bias_map", choices=("bias_map", "carrier"),
+                        help="how shrink folds the constants of removed channels into "
+                             "zero-padded convolutions (pruning.shrink's fold=)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="reuse/save the trained models here (default: train from "
+                             "scratch, save nothing)")
     args = parser.parse_args(argv)
 
     import keras
@@ -96,9 +168,9 @@ def main(argv=None):
 
     keras.utils.set_random_seed(args.seed)
     (x, y), (xt, yt) = data.load_fashion_mnist_arrays(subset=args.subset, seed=args.seed)
-    dense, pruned, keras_acc = _train(args, x, y, xt, yt)
+    dense, pruned, keras_acc, source = trained_models(args, x, y, xt, yt)
     stripped = pruning.strip(pruned)
-    small = pruning.shrink(pruned)
+    small = pruning.shrink(pruned, fold=args.fold)
     max_diff = float(np.max(np.abs(stripped.predict(xt[:512], verbose=0)
                                    - small.predict(xt[:512], verbose=0))))
     reports = {name: pruning.sparsity_report(m) for name, m in (("dense", dense), ("shrunk", small))}
@@ -161,6 +233,7 @@ def main(argv=None):
     ]
     for c in claims:
         print(f"{c['claim']}: {c['measured']} (goal {c['goal']})")
+    n_maps = sum(isinstance(l, pruning.PositionBias) for l in small.layers)
     widths = [[l.name, int(dense.get_layer(l.name).kernel.shape[-1]), int(l.kernel.shape[-2]),
                int(l.kernel.shape[-1])]
               for l in small.layers if isinstance(l, keras.layers.Conv2D)]
@@ -177,7 +250,8 @@ def main(argv=None):
                   "criterion": "L2 filter norm (summed over a channel group), layer-wise",
                   "schedule": "cubic 0 → sparsity over the first half of the fine-tuning",
                   "seed": args.seed, "litert_threads": 1, "repeats": args.repeats,
-                  "test_images": len(xt)},
+                  "test_images": len(xt), "shrink_fold": args.fold,
+                  "position_bias_layers": n_maps, "trained_models": source},
         tables=[{"title": "Dense vs shrunk model",
                  "columns": ["model", "params", "MACs/image", "tflite bytes", "gzipped",
                              "LiteRT ms (batch 1)", "LiteRT ms (batch 64)",
@@ -194,10 +268,8 @@ def main(argv=None):
         claims=claims,
         notes=("Dense and pruned models continue from the same base checkpoint for the same "
                "`finetune_epochs` at the same learning rate, so both saw the same training. "
-               "A shrunk layer may keep a few more channels than 50 %: shrink keeps one "
-               "'carrier' channel per residual tensor whose pruned channels emit nonzero "
-               "constants (BatchNorm beta) into a zero-padded 3×3 conv, to stay exact. "
-               "Latencies are medians of interleaved calls in one process; the machine "
+               + (FOLD_NOTES[args.fold])
+               + "Latencies are medians of interleaved calls in one process; the machine "
                "had 2 cores shared with other jobs."))
     return 0
 

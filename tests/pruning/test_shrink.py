@@ -1,6 +1,7 @@
 """Structured surgery: ``shrink`` removes pruned filters and computes exactly what
 ``strip`` computes — including the constants pruned channels still emit (bias, BN's
-``beta - mean·γ/σ`` through ReLU), folded into biases or into a carrier channel."""
+``beta - mean·γ/σ`` through ReLU), folded into biases, per-position bias maps or a
+carrier channel."""
 
 import keras
 import numpy as np
@@ -74,8 +75,12 @@ def test_small_cnn_flatten_and_bias_constants():
     small = shrink(plain)
     _check_equal(plain, small, x)
     dead1 = int((~plain.get_layer("conv1").kernel.numpy().reshape(-1, 6).any(axis=0)).sum())
-    # conv2 has "same" padding: ReLU(+bias) constants ride on one carrier channel
-    assert _in_channels(small, "conv2") == 6 - dead1 + 1
+    # conv2 has "same" padding: ReLU(+bias) constants become a per-position bias map
+    # (default), or ride on one carrier channel with fold="carrier"
+    assert _in_channels(small, "conv2") == 6 - dead1
+    carrier = shrink(plain, fold="carrier")
+    _check_equal(plain, carrier, x)
+    assert _in_channels(carrier, "conv2") == 6 - dead1 + 1
     # conv2's constants reach dense1 through MaxPooling and Flatten (4 positions per
     # channel), dense1's reach the head: folded into biases, channels fully removed
     assert _out_channels(small, "conv2") < 8 and _out_channels(small, "dense1") < 12

@@ -32,6 +32,8 @@ Module map (one public class per module):
 * ``dpf`` — ``dpf()``: the DPF baseline (feedback mode, global threshold, frozen masks).
 * ``shrink`` — ``shrink()``: structured surgery, pruned filters physically removed (exact);
   ``channel_groups()``: the layers feeding one residual ``Add`` (one shared channel mask).
+* ``position_bias`` — ``PositionBias``: the fixed per-position bias map ``shrink`` adds
+  after a zero-padded convolution whose removed input channels were constants.
 
 Extension points: the DCIL two-path transform calls wrappers with
 ``path="pruned"|"super"`` (``modes.py``); structured surgery can read
@@ -54,6 +56,7 @@ from tfcompress.pruning.granularity import Block
 from tfcompress.pruning.granularity import Granularity
 from tfcompress.pruning.granularity import Structured
 from tfcompress.pruning.granularity import Unstructured
+from tfcompress.pruning.position_bias import PositionBias
 from tfcompress.pruning.prune_model import prune_model
 from tfcompress.pruning.registry import WeightSpec
 from tfcompress.pruning.registry import register as register_prunable
@@ -79,6 +82,7 @@ __all__ = [
     "MagnitudeCriterion",
     "NM",
     "PolynomialDecay",
+    "PositionBias",
     "PruneWrapper",
     "PruningSchedule",
     "PruningSummary",

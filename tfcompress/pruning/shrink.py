@@ -27,13 +27,29 @@ consumer:
   if needed; with Flatten, each spatial position's rows are summed).
 * **Conv with spatial zero padding** (``"same"``, ``"causal"``, kernel > 1): at the
   border some taps fall on the zero padding, so the contribution varies with the
-  position and no bias can hold it. ``shrink`` then keeps **one** of the removable
-  constant channels of that tensor as a *carrier* (the one with the largest
-  ``|v_k|``) and adds ``Σ_c (v_c / v_k) · W[..., c, :]`` to the carrier's input
-  weights. The carrier is zero-padded exactly like the removed channels, so the
-  result is exact at every position, at the cost of one extra input channel per
-  such tensor. Channels whose constant is 0 (e.g. a negative BN constant after
-  ReLU) need nothing.
+  position and no bias can hold it. Two ways to stay exact (``shrink(fold=…)``):
+
+  - ``fold="bias_map"`` (default): when the consumer's input has a static spatial
+    size, the contribution is a fixed ``(*spatial_out, C_out)`` map — the consumer
+    applied, with its padding, strides and dilation, to the constant input:
+    ``map[y, o] = Σ_taps Σ_c v_c · W[tap, c, o] · [x(y, tap) is not padding]``. It is
+    computed in float64 and added after the consumer by a
+    :class:`~tfcompress.pruning.PositionBias` layer (which also takes over the
+    consumer's fused activation, since the map must be added before it). Every
+    removable channel is removed. A map that comes out uniform (e.g. the input is
+    too small for the border to matter differently) goes into the bias instead.
+    The shrunk model then only accepts that spatial input size (the model input's
+    static shape fixed it already).
+  - ``fold="carrier"`` (and the fallback for a consumer whose input spatial size is
+    not static): keep **one** of the removable constant channels of that tensor as
+    a *carrier* (the one with the largest ``|v_k|``) and add
+    ``Σ_c (v_c / v_k) · W[..., c, :]`` to the carrier's input weights. The carrier
+    is zero-padded exactly like the removed channels, so the result is exact at
+    every position and for every input size, at the cost of one extra input
+    channel per such tensor (odd widths such as 9/17/33 that vectorize poorly).
+
+  Channels whose constant is 0 (e.g. a negative BN constant after ReLU) need
+  nothing.
 
 Residual ``Add`` groups (and every other chain of per-channel layers) share one
 channel set: a channel is removed from the whole group only if it is removable at
@@ -59,6 +75,8 @@ tensors (they are kept, which is always exact). Model inputs and outputs are
 frozen too, so the classifier's outputs are never removed.
 """
 
+import string
+
 import keras
 import numpy as np
 
@@ -66,6 +84,7 @@ from tfcompress.pruning._utils import to_numpy
 from tfcompress.pruning.controller import collect_wrappers
 from tfcompress.pruning.dcil import functional_view
 from tfcompress.pruning.granularity import Structured
+from tfcompress.pruning.position_bias import PositionBias
 from tfcompress.pruning.prune_model import _fresh_copy
 from tfcompress.pruning.prune_model import _is_cloneable
 from tfcompress.pruning.prune_model import clone_with
@@ -144,14 +163,59 @@ def _uniform(layer):
     return layer.padding == "valid" or all(k == 1 for k in spatial)
 
 
+_FOLDS = ("bias_map", "carrier")
+
+
+def _tap_masks(in_size, kernel, stride, dilation, padding):
+    """``(out_size, kernel)`` 0/1 matrix along one spatial dimension: whether output
+    position ``i``'s tap ``t`` reads a real input pixel (1) or the zero padding (0)."""
+    effective = (kernel - 1) * dilation + 1
+    if padding == "same":
+        out = -(-in_size // stride)
+        total = max((out - 1) * stride + effective - in_size, 0)
+        before = total // 2
+    elif padding == "causal":
+        total = before = effective - 1
+        out = (in_size + total - effective) // stride + 1
+    else:  # valid
+        total = before = 0
+        out = (in_size - effective) // stride + 1
+    pos = (np.arange(out)[:, None] * stride + np.arange(kernel)[None, :] * dilation - before)
+    return ((pos >= 0) & (pos < in_size)).astype(np.float64)
+
+
+def _bias_map(layer, in_spatial, taps):
+    """The constant-input contribution of a zero-padded conv at every output position.
+
+    Args:
+        layer: the Conv layer (its padding, strides and dilation are used).
+        in_spatial: static spatial size of its input.
+        taps: ``(*kernel, out)`` per-tap weights already summed over the constant
+            input channels, ``Σ_c v_c · W[..., c, :]``.
+
+    Returns:
+        ``(*spatial_out, out)`` float64 map.
+    """
+    rank = len(in_spatial)
+    masks = [
+        _tap_masks(int(n), int(k), int(s), int(d), layer.padding)
+        for n, k, s, d in zip(in_spatial, layer.kernel_size, layer.strides,
+                              layer.dilation_rate)
+    ]
+    outs, kern = string.ascii_lowercase[:rank], string.ascii_lowercase[rank:2 * rank]
+    spec = ",".join(o + k for o, k in zip(outs, kern)) + f",{kern}z->{outs}z"
+    return np.einsum(spec, *masks, taps)
+
+
 # --------------------------------------------------------------------------- graph
 class _Tensor:
-    __slots__ = ("key", "channels", "positions", "const", "value")
+    __slots__ = ("key", "channels", "positions", "shape", "const", "value")
 
-    def __init__(self, key, channels, positions):
+    def __init__(self, key, channels, positions, shape=None):
         self.key = key
         self.channels = channels
         self.positions = positions
+        self.shape = shape  # the KerasTensor's shape (batch dimension included)
         self.const = np.zeros((positions, channels), dtype=bool)
         self.value = np.zeros((positions, channels), dtype=np.float64)
 
@@ -214,7 +278,7 @@ class _Analysis:
             c = channels if channels is not None else kt.shape[-1]
             if c is None:
                 c = 0
-            self.tensors[key] = _Tensor(key, int(c), int(positions))
+            self.tensors[key] = _Tensor(key, int(c), int(positions), tuple(kt.shape))
             self.groups.add(key)
         return key
 
@@ -366,9 +430,10 @@ def _bn_apply(layer, t):
 
 # --------------------------------------------------------------------------- plan
 class _Plan:
-    """Kept channels per group, carriers, and each mixer's folded weights."""
+    """Kept channels per group, carriers or bias maps, and each mixer's folded
+    weights."""
 
-    def __init__(self, analysis):
+    def __init__(self, analysis, fold="bias_map"):
         self.a = analysis
         groups = analysis.groups
         self.members = {}
@@ -376,9 +441,14 @@ class _Plan:
             self.members.setdefault(groups.find(key), []).append(key)
         self.kept = {}  # group root -> sorted kept channel indices
         self.carrier = {}  # (tensor key, id(layer)) -> carrier channel
+        self.mapped = set()  # (tensor key, id(layer)): zero-padded, folded as a bias map
         exits_by_group = {}
         for key, layer in analysis.exits:
             exits_by_group.setdefault(groups.find(key), []).append((key, layer))
+            spatial = analysis.tensors[key].shape[1:-1]
+            if (fold == "bias_map" and not _uniform(layer) and spatial
+                    and all(d is not None for d in spatial)):
+                self.mapped.add((key, id(layer)))
         for root, keys in self.members.items():
             if root in groups.frozen:
                 continue
@@ -406,7 +476,7 @@ class _Plan:
             return
         carriers = set()
         for key, layer in exits:
-            if _uniform(layer):
+            if _uniform(layer) or (key, id(layer)) in self.mapped:
                 continue
             t = self.a.tensors[key]
             value = t.value[0]
@@ -433,13 +503,15 @@ class _Plan:
 
     # ---------------------------------------------------------------- weights
     def mixer_weights(self, layer, in_key, out_key):
-        """New ``(kernel, bias, use_bias)`` of a Conv/Dense layer."""
+        """New ``(kernel, bias, use_bias, bias_map)`` of a Conv/Dense layer;
+        ``bias_map`` is ``None`` or the ``(*spatial_out, out)`` map to add after it."""
         kernel = np.asarray(to_numpy(layer.kernel), dtype=np.float64)
         bias = (
             np.asarray(to_numpy(layer.bias), dtype=np.float64)
             if layer.use_bias else np.zeros(kernel.shape[-1])
         )
         use_bias = layer.use_bias
+        bias_map = None
         kept_in = self.kept_of(in_key)
         if kept_in is not None:
             t = self.a.tensors[in_key]
@@ -458,6 +530,18 @@ class _Plan:
                 if np.any(add != 0):
                     bias = bias + add
                     use_bias = True
+            elif (in_key, id(layer)) in self.mapped:
+                live = [c for c in contrib if t.value[0, c] != 0]
+                if live:
+                    taps = np.einsum("n,n...->...", t.value[0, live], w[0, live])
+                    bias_map = _bias_map(layer, t.shape[1:-1], taps)
+                    flat = bias_map.reshape(-1, bias_map.shape[-1])
+                    scale = max(1.0, float(np.abs(flat).max()))
+                    if np.abs(flat - flat[0]).max() <= 1e-12 * scale:  # uniform after all
+                        if np.any(flat[0] != 0):
+                            bias = bias + flat[0]
+                            use_bias = True
+                        bias_map = None
             else:
                 for c in contrib:
                     v = t.value[0, c]
@@ -472,7 +556,9 @@ class _Plan:
         if kept_out is not None:
             kernel = kernel[..., kept_out]
             bias = bias[kept_out]
-        return kernel, bias, use_bias
+            if bias_map is not None:
+                bias_map = bias_map[..., kept_out]
+        return kernel, bias, use_bias, bias_map
 
 
 # --------------------------------------------------------------------------- public
@@ -540,7 +626,7 @@ def _check_structured(model):
     return True
 
 
-def shrink(model, check=True):
+def shrink(model, check=True, fold="bias_map"):
     """Rebuilds ``model`` with its pruned filters physically removed (exact).
 
     ``model`` is either pruned with ``granularity="structured"`` (wrapped; the
@@ -550,10 +636,12 @@ def shrink(model, check=True):
     activations, pooling, depthwise convolutions, residual ``Add`` groups) and
     from the input of every consuming Conv/Dense layer (through ``Flatten`` too).
     Constant outputs of removed channels (bias, BatchNorm's ``beta − mean·γ/σ``,
-    after ReLU …) are folded into the consumers' biases, or into one kept
-    *carrier* channel where a zero-padded convolution makes the contribution
-    position-dependent — see the module docstring. The result computes the same
-    function as ``strip(model)`` up to float rounding.
+    after ReLU …) are folded into the consumers' biases; where a zero-padded
+    convolution makes the contribution position-dependent, into a fixed
+    per-position bias map added after that convolution by a
+    :class:`~tfcompress.pruning.PositionBias` layer (``fold="bias_map"``), or into
+    one kept *carrier* channel (``fold="carrier"``) — see the module docstring. The
+    result computes the same function as ``strip(model)`` up to float rounding.
 
     Residual ``Add`` groups keep the union of the channels alive in any branch;
     prune with ``channel_groups="auto"`` so that all branches drop the same ones.
@@ -562,16 +650,28 @@ def shrink(model, check=True):
         model: a flat functional or Sequential model (wrapped with structured
             masks, or stripped).
         check: passed to :func:`strip` (raise if masks are stale).
+        fold: how the constants of removed channels reach a consumer convolution
+            with spatial zero padding. ``"bias_map"`` (default): a
+            :class:`~tfcompress.pruning.PositionBias` layer after the consumer adds
+            the exact per-position contribution (the consumer's fused activation
+            moves into it); needs the consumer's input spatial size to be static —
+            consumers without one fall back to a carrier. ``"carrier"``: keep one
+            removable channel per such tensor and fold the others into its input
+            weights (exact for every input size, one extra channel). Both fold into
+            the bias wherever the contribution is uniform (Dense, valid padding,
+            1×1 kernels).
 
     Returns:
         A new plain functional model (also for a Sequential input) with fewer
         parameters and MACs (compare with :func:`~tfcompress.pruning.sparsity_report`).
         Kept channels keep their order; a group may keep a few pruned channels:
-        those alive in another branch of a residual ``Add``, and at most one
-        carrier per tensor read by a zero-padded convolution.
+        those alive in another branch of a residual ``Add``, and (with
+        ``fold="carrier"`` or a dynamic spatial size) at most one carrier per
+        tensor read by a zero-padded convolution.
 
     Raises:
-        ValueError: if the model has wrappers with a non-structured granularity,
+        ValueError: if ``fold`` is not ``"bias_map"`` or ``"carrier"``; if the
+            model has wrappers with a non-structured granularity,
             has no structured sparsity at all (no all-zero output filter in any
             Conv/Dense layer), is subclassed, or contains nested models.
 
@@ -583,6 +683,8 @@ def shrink(model, check=True):
         >>> small.count_params() < strip(pruned).count_params()
         True
     """
+    if fold not in _FOLDS:
+        raise ValueError(f"fold must be one of {_FOLDS}; received: fold={fold!r}")
     if not isinstance(model, keras.Model) or not _is_cloneable(model):
         raise ValueError(
             "shrink supports functional and Sequential models; received: "
@@ -614,14 +716,18 @@ def shrink(model, check=True):
             "prune_model(..., granularity='structured') (or dcil/dpf with "
             "granularity='structured') first."
         )
-    plan = _Plan(analysis)
-    new_weights, new_config = {}, {}
+    plan = _Plan(analysis, fold)
+    new_weights, new_config, bias_maps = {}, {}, {}
     for layer, in_keys, out_keys, kind in analysis.nodes:
         if kind == "mixer":
-            kernel, bias, use_bias = plan.mixer_weights(layer, in_keys[0], out_keys[0])
+            kernel, bias, use_bias, bias_map = plan.mixer_weights(
+                layer, in_keys[0], out_keys[0])
             config = layer.get_config()
             config["filters" if "filters" in config else "units"] = int(kernel.shape[-1])
             config["use_bias"] = bool(use_bias)
+            if bias_map is not None:  # added before the activation: move it out
+                bias_maps[id(layer)] = (bias_map, config.get("activation"))
+                config["activation"] = "linear"
             new_config[id(layer)] = config
             new_weights[id(layer)] = [kernel, bias] if use_bias else [kernel]
         elif kind in ("depthwise", "bn"):
@@ -638,15 +744,31 @@ def shrink(model, check=True):
                     sliced.append(arr.reshape(t.positions, t.channels)[:, kept].reshape(-1))
             new_weights[id(layer)] = sliced
 
-    pairs = {}
+    pairs, originals, position_biases = {}, {}, []
 
     def clone_function(layer):
         config = new_config.get(id(layer))
         new = layer.__class__.from_config(config) if config else _fresh_copy(layer)
         pairs[id(layer)] = (layer, new)
+        originals[id(new)] = id(layer)
         return new
 
-    shrunk = keras.models.clone_model(plain, clone_function=clone_function)
+    def call_function(layer, *args, **kwargs):
+        out = layer(*args, **kwargs)
+        entry = bias_maps.get(originals.get(id(layer)))
+        if entry is None:
+            return out
+        bias_map, activation = entry
+        added = PositionBias(bias_map.shape, activation=activation,
+                             name=f"{layer.name}_position_bias")
+        out = added(out)
+        position_biases.append((added, bias_map))
+        return out
+
+    shrunk = keras.models.clone_model(plain, clone_function=clone_function,
+                                      call_function=call_function)
+    for added, bias_map in position_biases:
+        added.bias_map.assign(np.asarray(bias_map, dtype=added.bias_map.dtype))
     for key, (original, new) in pairs.items():
         if not new.weights:
             continue
