@@ -15,17 +15,13 @@ from tfcompress.pruning import sparsity_report
 from tfcompress.pruning import strip
 from tfcompress.pruning import update_masks
 
+from pruning_testutil import randomize_batchnorm
+
 RNG = np.random.default_rng(5)
 
 
 def _randomize_bn(model):
-    """Nonzero BN constants of both signs, so pruned channels emit constants."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([RNG.normal(1, 0.3, c), RNG.normal(0, 0.5, c),
-                               RNG.normal(0, 0.3, c), RNG.uniform(0.5, 1.5, c)])
-    return model
+    return randomize_batchnorm(model, RNG)
 
 
 def _structured(model, sparsity=0.5, layers=None, threshold="layer"):
