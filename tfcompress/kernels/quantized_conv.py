@@ -74,6 +74,26 @@ class _QuantizedConvBase(keras.layers.Layer):
         _common.add_output_weights(self, self.out_channels)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: self.in_channels})
 
+    @classmethod
+    def _from_float(cls, layer, in_channels, bits, input_quantization, activations_scale,
+                    name, **shape_args):
+        """Builds one of these layers from a checked float convolution and fills it.
+
+        ``shape_args`` are the constructor arguments particular to the subclass
+        (``filters``/``groups``, ``depth_multiplier``); the rest are read off ``layer``.
+        """
+        bits = _common.check_bits(bits)
+        mode, scale = _common.resolve_input_quantization(input_quantization,
+                                                         activations_scale)
+        new = cls(kernel_size=layer.kernel_size, strides=layer.strides, padding=layer.padding,
+                  dilation_rate=layer.dilation_rate,
+                  activation=_common.layer_activation(layer), use_bias=layer.use_bias,
+                  bits=bits, input_quantization=mode, name=name or layer.name, **shape_args)
+        new.build((None, None, None, in_channels))
+        bias = _common.to_numpy(layer.bias) if layer.use_bias else None
+        new.set_float_weights(_common.to_numpy(layer.kernel), bias, scale)
+        return new
+
     def set_float_weights(self, kernel, bias=None, activations_scale=None):
         """Quantizes a float kernel (the float layer's layout) into this built layer."""
         kernel = self._float_kernel_to_hwio(np.asarray(kernel, dtype=np.float32))
@@ -212,19 +232,9 @@ class QuantizedConv2D(_QuantizedConvBase):
                               keras.layers.SeparableConv2D)):
             raise ValueError(f"{layer.name}: only plain Conv2D layers are supported; "
                              f"received: {type(layer).__name__}")
-        bits = _common.check_bits(bits)
-        mode, scale = _common.resolve_input_quantization(input_quantization,
-                                                         activations_scale)
-        kernel = _common.to_numpy(layer.kernel)
-        bias = _common.to_numpy(layer.bias) if layer.use_bias else None
-        new = cls(filters=layer.filters, kernel_size=layer.kernel_size,
-                  strides=layer.strides, padding=layer.padding,
-                  dilation_rate=layer.dilation_rate, groups=layer.groups,
-                  activation=_common.layer_activation(layer), use_bias=layer.use_bias,
-                  bits=bits, input_quantization=mode, name=name or layer.name)
-        new.build((None, None, None, kernel.shape[2] * layer.groups))
-        new.set_float_weights(kernel, bias, scale)
-        return new
+        return cls._from_float(layer, layer.kernel.shape[2] * layer.groups, bits,
+                               input_quantization, activations_scale, name,
+                               filters=layer.filters, groups=layer.groups)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "groups": self.groups}

@@ -72,19 +72,9 @@ class QuantizedDepthwiseConv2D(_QuantizedConvBase):
             A built ``QuantizedDepthwiseConv2D``.
         """
         check_conv_layer(layer, keras.layers.DepthwiseConv2D)
-        bits = _common.check_bits(bits)
-        mode, scale = _common.resolve_input_quantization(input_quantization,
-                                                         activations_scale)
-        kernel = _common.to_numpy(layer.kernel)
-        bias = _common.to_numpy(layer.bias) if layer.use_bias else None
-        new = cls(kernel_size=layer.kernel_size, strides=layer.strides,
-                  padding=layer.padding, depth_multiplier=layer.depth_multiplier,
-                  dilation_rate=layer.dilation_rate,
-                  activation=_common.layer_activation(layer), use_bias=layer.use_bias,
-                  bits=bits, input_quantization=mode, name=name or layer.name)
-        new.build((None, None, None, kernel.shape[2]))
-        new.set_float_weights(kernel, bias, scale)
-        return new
+        return cls._from_float(layer, layer.kernel.shape[2], bits, input_quantization,
+                               activations_scale, name,
+                               depth_multiplier=layer.depth_multiplier)
 
     def dequantized_kernel(self):
         """The float kernel in Keras's depthwise layout ``(kh, kw, channels, mult)``."""
