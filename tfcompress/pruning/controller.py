@@ -260,19 +260,17 @@ def apply_updates(model, wrappers, force=False, frequency=None, sync=True):
     global_group = [
         w for w in wrappers if w.threshold == "global" and not w.granularity.pattern
     ]
+    units = []  # (wrappers updated together, their update function)
     if global_group:
         _check_shared_schedule(global_group, "Wrappers with threshold='global'")
-        if any(due(w) for w in global_group):
-            step = max(counters[id(w)][0] for w in global_group)
-            _update_global(global_group, global_group[0].schedule.sparsity_at(step))
-            for w in global_group:
-                _stamp(w, counters[id(w)][0], True)
-                updated.append(w)
+        units.append((global_group, _update_global))
     in_group = {id(w) for w in global_group}
-    for unit in _layerwise_units([w for w in wrappers if id(w) not in in_group]):
+    units += [(unit, _update_layerwise)
+              for unit in _layerwise_units([w for w in wrappers if id(w) not in in_group])]
+    for unit, update in units:
         if any(due(w) for w in unit):
             step = max(counters[id(w)][0] for w in unit)
-            _update_layerwise(unit, unit[0].schedule.sparsity_at(step))
+            update(unit, unit[0].schedule.sparsity_at(step))
             for w in unit:
                 _stamp(w, counters[id(w)][0], True)
                 updated.append(w)
