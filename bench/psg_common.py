@@ -50,9 +50,12 @@ def subset(xy, n, seed=0):
 
 # ----------------------------------------------------------------------------- training
 def build_model(arch):
-    """``"mlp"`` (784-50-20-10) or ``"resnet8"``/``"resnet14"``/... (width 16, 28×28×1)."""
+    """``"mlp"`` (784-50-20-10), ``"mlp300_100"`` (784-300-100-10, the KD teacher)
+    or ``"resnet8"``/``"resnet14"``/... (width 16, 28×28×1)."""
     from tfcompress import models
 
+    if arch == "mlp300_100":
+        return models.build("mlp", hidden=(300, 100))
     return models.build(arch)
 
 

@@ -4,7 +4,8 @@ Reproduces, at small scale and on real Fashion-MNIST, the claims of 002
 table 4.12 / fig. 4.6 (a model trained with PSGD@W# keeps its accuracy after
 naive per-tensor symmetric quantization of its weights, SGD's collapses at 2-3
 bits), table 4.3 (PSGD@Zero survives magnitude pruning without fine-tuning),
-table 4.11 (PSG also helps Adam) and eq. 4.11-4.12 (PSGD + KD), with the
+table 4.11 (PSG also helps Adam) and eq. 4.11-4.12 (PSGD + KD, from a larger
+teacher as in §4.3.5), with the
 library's public API only: ``tfcompress.ScaledGradient`` /
 ``ScaledGradientSchedule`` for training, ``tfcompress.quantization.quantize_weights``
 (eq. 4.13, per tensor, absmax) and ``quantize_aware`` for evaluation and the QAT
@@ -22,9 +23,13 @@ Protocol (DESIGN.md, benchmark protocol):
    at the target bit-width (Zero: mean accuracy after 50-90 % global magnitude
    pruning); if none qualifies, the best float accuracy. For PSGD@W2 and
    PSGD@W2 + KD (at the edge of stability), the best few feasible points are
-   re-run with a second tuning seed and chosen by the two-seed mean.
+   re-run with a second tuning seed and chosen by the two-seed mean. PSGD@W2 is
+   selected by the bar itself: the largest two-seed mean of
+   min(1.5 − (FP − W2), 1.5 − (SGD FP − FP)), SGD trained on the point's own
+   schedule.
 2. **Final runs** with the chosen settings on all 60k training images, seeds 1
-   and 2, evaluated once on the 10k test images (last epoch).
+   and 2 (the bar's three methods also seeds 4 and 5), evaluated once on the
+   10k test images (last epoch).
 
 Everything is resumable: each finished run is stored in the ``runs`` field of
 ``bench/results/psg_quant.json`` (rewritten after every run) and skipped when
@@ -32,7 +37,8 @@ the script is restarted; trained weights needed by later steps (KD teacher,
 the models compared side by side) are cached under ``$PSG_QUANT_CACHE``
 (default ``/tmp/psg_quant_cache``) and retrained if missing.
 
-Also: ResNet-8 SGD vs PSGD@W4 on a training subset (two seeds), Keras's
+Also: ResNet-8 SGD vs PSGD@W8/W4/W3/W2 on a training subset (two seeds; each
+PSGD run continues its seed's SGD run from the first LR decay), Keras's
 ``model.quantize`` and QAT side by side with PTQ on one PSGD@W4 model, a
 per-layer 2-bit diagnostic, the authors' running weight range
 (``QuantizationGrid(range_momentum=0.1)``) as grid points, and their Adam
@@ -73,10 +79,15 @@ TUNE_SEED = 0
 # away, see the notes), so the best W2 candidates on seed 0 are re-run with a
 # second tuning seed and chosen by the two-seed mean (still validation only).
 TUNE_SEED2 = 3
-TOP_K_SECOND_SEED = 2  # W2 points; KD: 1 (CPU budget)
+TOP_K_SECOND_SEED = 3  # W2 points (2 before the bar-margin selection); KD: 1 (CPU budget)
 TOP_K_SECOND_SEED_KD = 1
 SEEDS = (1, 2)
+# The W2 bar is decided on more seeds: SGD, SGD on the long schedule and
+# PSGD@W2 are also trained with seeds 4 and 5 (the bar's gap was within
+# 0.01 point of its tolerance on two seeds).
+BAR_SEEDS = (1, 2, 4, 5)
 FP_TOLERANCE = 1.5  # = the bar's tolerance (was 1.0 in the first draft, see notes)
+BAR_TOLERANCE = 1.5
 KD_TEMPERATURE = 4.0
 
 SGD_LRS = (0.02, 0.05, 0.1, 0.2)
@@ -94,7 +105,11 @@ GRID_SGD = {
         # longer schedule at the stable end of λ_s.
         (0.2, 2.5, 0, 0.1), (0.2, 5, 0, 0.1), (0.05, 20, 0, 0.1),
         (0.2, 1.75, 0, None, False, True), (0.2, 2, 0, None, False, True),
-        (0.2, 2.25, 0, None, False, True)],
+        (0.2, 2.25, 0, None, False, True),
+        # third round, selected by the bar's own margin against SGD on the same
+        # schedule: lower λ_s trades 2-bit slack for float accuracy.
+        (0.2, 1.5, 0, None, False, True), (0.2, 1.25, 0, None, False, True),
+        (0.1, 3, 0, None, False, True)],
     3: [(0.2, 5, 0), (0.2, 7.5, 0), (0.05, 300, 8),
         (0.2, 1.5, 0), (0.2, 2.5, 0), (0.02, 50, 8), (0.02, 200, 8)],
     4: [(0.2, 10, 0), (0.02, 50, 8), (0.02, 200, 8)],
@@ -113,17 +128,37 @@ GRID_ADAM = [(ADAM_LR, 10, 0), (ADAM_LR, 10, 8),
 # (lr 0.2, λ_s 2.5), whose 2-bit accuracy collapsed with the larger KD gradient.
 # The KD gradient (0.5·T²·KL at T = 4) is larger than CE's: λ_s 1.5 already let
 # the ranges run away (W2 43 % on validation), hence the lower points.
-GRID_KD = [(0.2, 1.5, 0, None, False, True), (0.2, 1.0, 0, None, False, True),
-           (0.2, 0.5, 0, None, False, True)]
+GRID_KD_SAME_SIZE = [(0.2, 1.5, 0, None, False, True), (0.2, 1.0, 0, None, False, True),
+                     (0.2, 0.5, 0, None, False, True)]
+# Second draft: 002 §4.3.5 distils from a *larger* teacher (ResNet-56 → ResNet-32,
+# ResNet-34 → ResNet-18); the first draft's teacher was the student's own
+# architecture trained with SGD (no better than the student: its KD rows are
+# kept in the tuning table). Teacher now: MLP 784-300-100-10 (LeNet-300-100),
+# SGD, the long schedule, one teacher per phase (seed 0).
+TEACHER = {"arch": "mlp300_100", "opt": "sgd", "batch": 128, "lr": 0.05, **MLP_LONG}
+# A 7th element is the KD temperature (default KD_TEMPERATURE): at T = 4 the
+# 2-bit ranges ran away from λ_s 1.5 on, so T = 2 (half the KD gradient) was added.
+GRID_KD = [(0.2, 1.0, 0, None, False, True), (0.2, 1.5, 0, None, False, True),
+           (0.2, 0.75, 0, None, False, True),
+           (0.2, 1.0, 0, None, False, True, 2.0), (0.2, 1.5, 0, None, False, True, 2.0),
+           (0.2, 2.0, 0, None, False, True, 2.0)]
 ADAM_BITS = 4
 
 RESNET = {"arch": "resnet8", "opt": "sgd", "batch": 128, "epochs": 8, "decay": [5],
           "lr": 0.1}
-RESNET_BITS = 4
-# (λ_s, range momentum); the first two points are the first draft's grid.
-RESNET_GRID = [(30, None), (150, None), (150, 0.1), (500, 0.1)]
+RESNET_BITS = 4  # the first draft's only target (its from-scratch runs stay reported)
+# Target bits → [(λ_s, range momentum)]; W4's first two points are the first
+# draft's grid. Below 4 bits the first and last layer train and evaluate at 8
+# bits (keep_8bit="first_last", the authors' protocol). λ_s grows with the
+# grid's step: |w − Q(w)| ≤ Δ/2 = max|w| / (2·(2^(n−1) − 1)).
+RESNET_GRIDS = {
+    8: [(10000, 0.1)],
+    4: [(30, None), (150, None), (150, 0.1), (500, 0.1)],
+    3: [(100, 0.1), (200, 0.1)],
+    2: [(30, 0.1), (70, 0.1)],
+}
 RESNET_SEEDS = (1, 2)
-RESNET_EVAL_BITS = (8, 4, 3)
+RESNET_EVAL_BITS = (8, 6, 4, 3, 2)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -152,10 +187,13 @@ def psg_cfg(base, lr, lam, start, mom=None, adam_scale=False, long=False, *, bit
 
 def setting_dict(s, **extra):
     """``chosen`` entry of a grid point."""
-    return {"lr": s[0], "lambda_s": s[1], "start": s[2],
-            "range_momentum": s[3] if len(s) > 3 else None,
-            "adam_lr_scale": bool(s[4]) if len(s) > 4 else False,
-            "long": bool(s[5]) if len(s) > 5 else False, **extra}
+    out = {"lr": s[0], "lambda_s": s[1], "start": s[2],
+           "range_momentum": s[3] if len(s) > 3 else None,
+           "adam_lr_scale": bool(s[4]) if len(s) > 4 else False,
+           "long": bool(s[5]) if len(s) > 5 else False, **extra}
+    if len(s) > 6:
+        out["temperature"] = s[6]
+    return out
 
 
 def cfg_from_chosen(base, c, **kwargs):
@@ -258,6 +296,13 @@ def mean_std(values):
     return statistics.mean(values), statistics.stdev(values)
 
 
+def fmt_key(runs, key):
+    """``fmt`` of the accuracy at ``key`` bits, ``"-"`` where a run lacks it."""
+    if not all(key in r["q"] for r in runs):
+        return "-"
+    return fmt([r["q"][key] for r in runs])
+
+
 def fmt(values):
     m, s = mean_std(values)
     return f"{m:.2f} ± {s:.2f}"
@@ -304,6 +349,7 @@ def tune_mlp(runner):
                          f"metric {metric(extra[s]):.2f}; mean metric "
                          f"{(metric(r) + metric(extra[s])) / 2:.2f}]")
             rows.append([label + (" (Adam LR × λ_s/100)" if len(s) > 4 and s[4] else "")
+                         + (f" (T={s[6]})" if len(s) > 6 else "")
                          + (f" ({MLP_LONG['epochs']} ep, decay {MLP_LONG['decay']})"
                             if len(s) > 5 and s[5] else ""),
                          s[0], s[1], s[2], mom_col(s), r["fp"],
@@ -313,27 +359,42 @@ def tune_mlp(runner):
     chosen["sgd"]["val_fp_seed2"] = sgd2["fp"]
     rows.append(["SGD", sgd_lr, "-", "-", "-", sgd2["fp"], *[sgd2["q"][str(b)] for b in EVAL_BITS],
                  f"seed {TUNE_SEED2} (reference of the two-seed W2 selection)"])
+    # SGD on the long schedule: the bar's same-schedule reference on validation.
+    sgd_long = [runner.run(dict(MLP, lr=sgd_lr, **MLP_LONG), seed, "tune")[0]
+                for seed in (TUNE_SEED, TUNE_SEED2)]
+    for seed, r in zip((TUNE_SEED, TUNE_SEED2), sgd_long):
+        rows.append([f"SGD ({MLP_LONG['epochs']} ep, decay {MLP_LONG['decay']})", sgd_lr, "-",
+                     "-", "-", r["fp"], *[r["q"][str(b)] for b in EVAL_BITS],
+                     f"seed {seed} (same-schedule reference of the W2 bar)"])
     for bits, settings in GRID_SGD.items():
         cands = [(s, runner.run(psg_cfg(MLP, *s, bits=bits), TUNE_SEED, "tune")[0])
                  for s in settings]
-        second = None
         if bits == 2:
-            second = (lambda s: psg_cfg(MLP, *s, bits=2), sgd2["fp"], {})
-        grid(f"PSGD@W{bits}", cands, sgd_fp, lambda r, b=bits: r["q"][str(b)], f"w{bits}",
-             second=second)
+            rows.extend(tune_w2_by_bar(runner, cands, chosen, (sgd_fp, sgd2["fp"]),
+                                       tuple(r["fp"] for r in sgd_long)))
+            continue
+        grid(f"PSGD@W{bits}", cands, sgd_fp, lambda r, b=bits: r["q"][str(b)], f"w{bits}")
+    # First draft of PSGD + KD (teacher = the student's architecture trained
+    # with SGD): tuning rows kept, no longer selected (see GRID_KD).
+    for s in GRID_KD_SAME_SIZE:
+        for seed in (TUNE_SEED, TUNE_SEED2):
+            r = runner.store.get({**psg_cfg(MLP, *s, bits=2), "kd": {"temperature": KD_TEMPERATURE},
+                                  "seed": seed, "phase": "tune"})
+            if r is not None:
+                rows.append([f"PSGD@W2 + KD, same-size teacher (first draft, seed {seed})", s[0],
+                             s[1], s[2], mom_col(s), r["fp"], *[r["q"][str(b)] for b in EVAL_BITS],
+                             "not selectable (first draft)"])
     # PSGD + KD at W2 is tuned on its own (the KD gradient differs from CE's);
-    # teacher: the chosen SGD model of the tuning split.
-    teacher = None
-    kd_cfgs = [(s, dict(psg_cfg(MLP, *s, bits=2), kd={"temperature": KD_TEMPERATURE}))
-               for s in GRID_KD]
-    if any(runner.store.get({**c, "seed": TUNE_SEED, "phase": "tune"}) is None for _, c in kd_cfgs):
-        teacher = runner.model(dict(MLP, lr=sgd_lr), TUNE_SEED, "tune", prune=True)
+    # teacher: MLP 784-300-100-10 trained with SGD on the tuning split.
+    teacher = teacher_model(runner, "tune")
+    t_fp = runner.store.get({**TEACHER, "seed": 0, "phase": "tune"})["fp"]
+    rows.append(["KD teacher MLP 784-300-100-10 (SGD)", TEACHER["lr"], "-", "-", "-", t_fp,
+                 *["-"] * len(EVAL_BITS), "teacher (seed 0)"])
+    kd_cfgs = [(s, kd_cfg(s)) for s in GRID_KD]
     cands = [(s, runner.run(c, TUNE_SEED, "tune", teacher=teacher)[0]) for s, c in kd_cfgs]
     kd_of = dict(kd_cfgs)
-    # (cached weights of the second-seed SGD tuning run; retrained only if missing)
-    teacher2 = runner.model(dict(MLP, lr=sgd_lr), TUNE_SEED2, "tune", prune=True)
     grid("PSGD@W2 + KD", cands, sgd_fp, lambda r: r["q"]["2"], "w2_kd",
-         second=(lambda s: kd_of[s], sgd2["fp"], {"teacher": teacher2}),
+         second=(lambda s: kd_of[s], sgd2["fp"], {"teacher": teacher}),
          top_k=TOP_K_SECOND_SEED_KD)
     cands = [(s, runner.run(psg_cfg(MLP, *s, target="zero"), TUNE_SEED, "tune", prune=True)[0])
              for s in GRID_ZERO]
@@ -352,6 +413,66 @@ def tune_mlp(runner):
     return chosen, rows, zero_rows
 
 
+def bar_margin(fp, w2, reference_fp):
+    """Slack of the W2 bar (≥ 0: met): min(1.5 − (FP − W2), 1.5 − (SGD FP − FP))."""
+    return min(BAR_TOLERANCE - (fp - w2), BAR_TOLERANCE - (reference_fp - fp))
+
+
+def tune_w2_by_bar(runner, cands, chosen, sgd_refs, sgd_long_refs):
+    """PSGD@W2's selection: the bar itself, on validation.
+
+    Each point's reference is SGD on the *same* schedule (12 or 20 epochs),
+    tuning seeds 0 and 3. The ``TOP_K_SECOND_SEED`` points with the largest
+    seed-0 margin are re-run with seed 3; the largest two-seed mean margin wins.
+    Returns the tuning-table rows.
+    """
+    def refs(s):
+        return sgd_long_refs if len(s) > 5 and s[5] else sgd_refs
+
+    def margin(s, r, i):
+        return bar_margin(r["fp"], r["q"]["2"], refs(s)[i])
+
+    top = sorted(cands, key=lambda c: margin(c[0], c[1], 0), reverse=True)[:TOP_K_SECOND_SEED]
+    second = {s: runner.run(psg_cfg(MLP, *s, bits=2), TUNE_SEED2, "tune")[0] for s, _ in top}
+    mean_margin = {s: (margin(s, r, 0) + margin(s, second[s], 1)) / 2 for s, r in top}
+    setting = max(mean_margin, key=mean_margin.get)
+    chosen["w2"] = setting_dict(setting, feasible=mean_margin[setting] >= 0,
+                                val_mean_margin=round(mean_margin[setting], 3))
+    rows = []
+    for s, r in cands:
+        note = "chosen" if s == setting else ""
+        note += f" margin {margin(s, r, 0):.2f}"
+        if s in second:
+            note += (f" [seed {TUNE_SEED2}: FP {second[s]['fp']}, W2 {second[s]['q']['2']}, "
+                     f"margin {margin(s, second[s], 1):.2f}; mean {mean_margin[s]:.2f}]")
+        rows.append([f"PSGD@W2" + (f" ({MLP_LONG['epochs']} ep, decay {MLP_LONG['decay']})"
+                                   if len(s) > 5 and s[5] else ""),
+                     s[0], s[1], s[2], mom_col(s), r["fp"], *[r["q"][str(b)] for b in EVAL_BITS],
+                     note.strip()])
+    return rows
+
+
+def bar_labels():
+    """The methods of the bar: SGD, SGD on the long schedule, PSGD@W2."""
+    return ("SGD", f"SGD ({MLP_LONG['epochs']} ep)", "PSGD@W2")
+
+
+def kd_temperature(s):
+    """The KD temperature of a grid point (7th element, default :data:`KD_TEMPERATURE`)."""
+    return s[6] if len(s) > 6 else KD_TEMPERATURE
+
+
+def kd_cfg(s):
+    """PSGD@W2 + KD run configuration of a grid point (teacher: :data:`TEACHER`)."""
+    return dict(psg_cfg(MLP, *s[:6], bits=2),
+                kd={"temperature": kd_temperature(s), "teacher": TEACHER["arch"]})
+
+
+def teacher_model(runner, phase):
+    """The KD teacher of a phase (trained once, seed 0, weights cached)."""
+    return runner.model(TEACHER, 0, phase)
+
+
 def cands_zero(runner):
     return [(s, runner.store.get({**psg_cfg(MLP, *s, target="zero"), "seed": TUNE_SEED,
                                   "phase": "tune"})) for s in GRID_ZERO]
@@ -367,8 +488,10 @@ def final_cfgs(chosen):
     for bits in GRID_SGD:
         s = c[f"w{bits}"]
         cfgs[f"PSGD@W{bits}"] = cfg_from_chosen(MLP, s, bits=bits)
-    cfgs["PSGD@W2 + KD"] = dict(cfg_from_chosen(MLP, c["w2_kd"], bits=2),
-                                kd={"temperature": KD_TEMPERATURE})
+    cfgs["PSGD@W2 + KD"] = dict(
+        cfg_from_chosen(MLP, c["w2_kd"], bits=2),
+        kd={"temperature": c["w2_kd"].get("temperature", KD_TEMPERATURE),
+            "teacher": TEACHER["arch"]})
     s = c["zero"]
     cfgs["PSGD@Zero"] = cfg_from_chosen(MLP, s, target="zero")
     adam_base = dict(MLP, opt="adam", lr=ADAM_LR)
@@ -384,15 +507,20 @@ def final_cfgs(chosen):
 
 
 def final_mlp(runner, cfgs):
+    """Final runs: every method on :data:`SEEDS`; the bar's methods also on
+    :data:`BAR_SEEDS`. Returns ``(results, bar_results)``, label → [run]."""
     results = {label: [] for label in cfgs}
     for seed in SEEDS:
         for label, cfg in cfgs.items():
             prune = label in ("SGD", "PSGD@Zero")
             teacher = None
             if "kd" in cfg and runner.store.get({**cfg, "seed": seed, "phase": "final"}) is None:
-                teacher = runner.model(cfgs["SGD"], seed, "final", prune=True)
+                teacher = teacher_model(runner, "final")
             results[label].append(runner.run(cfg, seed, "final", teacher=teacher, prune=prune)[0])
-    return results
+    bar_results = {label: [runner.run(cfgs[label], seed, "final", prune=label == "SGD")[0]
+                           for seed in BAR_SEEDS]
+                   for label in bar_labels() if label in cfgs}
+    return results, bar_results
 
 
 KERAS_VARIANTS = {
@@ -524,60 +652,125 @@ def qat_epochs(chosen):
     return MLP["epochs"] - chosen["w4"]["start"]
 
 
+def resnet_cfg(base, bits, lam, mom):
+    """A ResNet PSG branch: PSG from the first LR decay, first/last at 8 bits below 4 bits."""
+    cfg = psg_cfg(base, base["lr"], lam, base["decay"][0], mom, bits=bits)
+    if bits < 4:
+        cfg["psg"]["keep_8bit"] = "first_last"
+    return cfg
+
+
+def resnet_metric(r, bits):
+    """Selection metric of a ResNet branch: accuracy at its target bits
+    (first/last at 8 bits below 4 bits, as trained)."""
+    return r["q"][f"{bits}_fl8" if bits < 4 else str(bits)]
+
+
+def train_branches(runner, base, seed, phase, xy, xy_eval, cfgs, eval_kwargs):
+    """One SGD run with a snapshot at the first LR decay, and PSG branches from it.
+
+    Every branch continues SGD's exact weights at the decay epoch (002 §4.3.1:
+    PSG from the first LR decay), so SGD and PSGD differ only in the PSG
+    epochs -- a paired comparison. Returns ``(sgd_result, [branch results])``.
+    """
+    start = base["decay"][0]
+    (x, y), (xe, ye) = xy, xy_eval
+    sgd_key = {**base, "seed": seed, "phase": phase, "snapshot_at": start}
+    snap_path = os.path.join(CACHE, f"resnet_{phase}_seed{seed}_snapshot.npz")
+    sgd = runner.store.get(sgd_key)
+    keys = [{**cfg, "seed": seed, "phase": phase, "branched_from_sgd_at_epoch": start}
+            for cfg in cfgs]
+    if any(runner.store.get(k) is None for k in keys) and not os.path.exists(snap_path):
+        sgd = None
+    if sgd is None:
+        print(f"[{phase}] seed {seed} {pc.run_key(base)} (snapshot at epoch {start})", flush=True)
+        model, info = pc.train(base, x, y, seed, snapshot_epoch=start)
+        np.savez(snap_path, *info.pop("snapshot"))
+        sgd = runner.store.put(sgd_key, {**evaluate(model, xe, ye, **eval_kwargs), **info})
+    branches = []
+    for cfg, key in zip(cfgs, keys):
+        r = runner.store.get(key)
+        if r is None:
+            snap = np.load(snap_path)
+            weights = [snap[f"arr_{i}"] for i in range(len(snap.files))]
+            print(f"[{phase}] seed {seed} branch {cfg['psg']}", flush=True)
+            model, info = pc.train(cfg, x, y, seed, init_weights=weights, initial_epoch=start)
+            r = runner.store.put(key, {**evaluate(model, xe, ye, **eval_kwargs), **info})
+        branches.append(r)
+    return sgd, branches
+
+
 def resnet_phase(runner, splits, subset_size):
-    """ResNet SGD vs PSGD@W4: λ_s picked on the validation split, then final runs per seed."""
+    """ResNet SGD vs PSGD@W8/W4/W3/W2: λ_s per target on the validation split
+    (branches of one SGD run), then the same branching on the full test protocol."""
     from tfcompress.quantization import quantizable_layers
 
     base = dict(RESNET, subset=subset_size)
-    start = base["decay"][0]  # PSG from the first LR decay (002 §4.3.1, CIFAR protocol)
-    (xtr, ytr), (xv, yv) = runner._data("tune", base)
-    xv, yv = pc.subset((xv, yv), 5000, seed=0)
-    tune_rows = []
-    # Tuning: one SGD run; each λ_s continues it from the start of PSG (same weights).
-    sgd_key = {**base, "seed": TUNE_SEED, "phase": "tune"}
-    snap_path = os.path.join(CACHE, "resnet_tune_snapshot.npz")
-    sgd_tune = runner.store.get(sgd_key)
-    cands = []
-    for lam, mom in RESNET_GRID:
-        cfg = psg_cfg(base, base["lr"], lam, start, mom, bits=RESNET_BITS)
-        key = {**cfg, "seed": TUNE_SEED, "phase": "tune", "branched_from_sgd_at_epoch": start}
-        r = runner.store.get(key)
-        if r is None:
-            if sgd_tune is None or not os.path.exists(snap_path):
-                print(f"[tune] seed {TUNE_SEED} {pc.run_key(base)}", flush=True)
-                model, info = pc.train(base, xtr, ytr, TUNE_SEED, snapshot_epoch=start)
-                np.savez(snap_path, *info.pop("snapshot"))
-                sgd_tune = runner.store.put(
-                    sgd_key, {**evaluate(model, xv, yv, bits=(RESNET_BITS,)), **info})
-            snap = np.load(snap_path)
-            weights = [snap[f"arr_{i}"] for i in range(len(snap.files))]
-            print(f"[tune] branch λ_s={lam} range momentum={mom}", flush=True)
-            model, info = pc.train(cfg, xtr, ytr, TUNE_SEED, init_weights=weights,
-                                   initial_epoch=start)
-            r = runner.store.put(key, {**evaluate(model, xv, yv, bits=(RESNET_BITS,)), **info})
-        cands.append(((base["lr"], lam, start, mom), r))
-    if sgd_tune is None:  # all branches were stored by an earlier run
-        sgd_tune = runner.store.get(sgd_key)
-    (setting, _), feasible = select(cands, sgd_tune["fp"], lambda r: r["q"][str(RESNET_BITS)])
-    tune_rows.append(["SGD", base["lr"], "-", "-", "-", sgd_tune["fp"],
-                      sgd_tune["q"][str(RESNET_BITS)], ""])
-    for s, r in cands:
-        tune_rows.append([f"PSGD@W{RESNET_BITS}", s[0], s[1], s[2], mom_col(s), r["fp"],
-                          r["q"][str(RESNET_BITS)], "chosen" if s == setting else ""])
-    # Final runs: from scratch on the training subset, the library's own schedule.
-    sgd_cfg = base
-    psg = psg_cfg(base, base["lr"], setting[1], start, setting[3], bits=RESNET_BITS)
+    start = base["decay"][0]
     probe = pc.build_model(base["arch"])
     names = quantizable_layers(probe)
-    overrides = {"bits": (3,), "map": {names[0]: 8, names[-1]: 8}}
-    final = {"SGD": [], f"PSGD@W{RESNET_BITS}": []}
+    eval_kwargs = {"bits": RESNET_EVAL_BITS,
+                   "overrides": {"bits": (3, 2), "map": {names[0]: 8, names[-1]: 8}}}
+    tune_xy, val_xy = runner._data("tune", base)
+    val_xy = pc.subset(val_xy, 5000, seed=0)
+    points = [(bits, lam, mom) for bits, grid_ in RESNET_GRIDS.items() for lam, mom in grid_]
+    # The first draft's W4 tuning branches (same SGD run, stored without the
+    # snapshot tag and evaluated at 4 bits only) are reused as they are.
+    tune = {}
+    legacy_sgd = runner.store.get({**base, "seed": TUNE_SEED, "phase": "tune"})
+    todo = []
+    for bits, lam, mom in points:
+        cfg = resnet_cfg(base, bits, lam, mom)
+        old = runner.store.get({**cfg, "seed": TUNE_SEED, "phase": "tune",
+                                "branched_from_sgd_at_epoch": start})
+        if old is not None:
+            tune[(bits, lam, mom)] = old
+        else:
+            todo.append((bits, lam, mom))
+    sgd_tune = legacy_sgd
+    if todo:
+        sgd_tune, rs = train_branches(runner, base, TUNE_SEED, "tune", tune_xy, val_xy,
+                                      [resnet_cfg(base, *p) for p in todo], eval_kwargs)
+        tune.update(dict(zip(todo, rs)))
+    chosen, tune_rows = {}, []
+    if legacy_sgd is not None and sgd_tune is not legacy_sgd:
+        # The first draft's W4 branches continue this run of the same seed,
+        # data and schedule (retrained here to keep a snapshot and evaluate
+        # every bit-width; CPU training is not bit-exact between runs).
+        tune_rows.append(["SGD (first draft's run, parent of its W4 branches)", base["lr"], "-",
+                          "-", "-", legacy_sgd["fp"],
+                          *[legacy_sgd["q"].get(str(b), "-") for b in RESNET_GRIDS], ""])
+    tune_rows.append(["SGD", base["lr"], "-", "-", "-", sgd_tune["fp"],
+                      *[sgd_tune["q"].get(str(b), "-") for b in RESNET_GRIDS], ""])
+    for bits in RESNET_GRIDS:
+        cands = [((bits, lam, mom), tune[(bits, lam, mom)]) for lam, mom in RESNET_GRIDS[bits]]
+        (setting, _), feasible = select(cands, sgd_tune["fp"], lambda r, b=bits: resnet_metric(r, b))
+        chosen[bits] = {"lambda_s": setting[1], "range_momentum": setting[2],
+                        "feasible": feasible}
+        for p, r in cands:
+            tune_rows.append([f"PSGD@W{bits}" + (" (first/last 8)" if bits < 4 else ""),
+                              base["lr"], p[1], start, p[2] if p[2] is not None else "-",
+                              r["fp"], *[r["q"].get(f"{b}_fl8" if b < 4 and bits < 4 else str(b), "-")
+                                         for b in RESNET_GRIDS],
+                              "chosen" if p == setting else ""])
+    # Final: per seed one SGD run on the training subset, PSG branches at the decay.
+    final_cfgs_ = {f"PSGD@W{b}": resnet_cfg(base, b, c["lambda_s"], c["range_momentum"])
+                   for b, c in chosen.items()}
+    final = {"SGD": [], **{label: [] for label in final_cfgs_}}
+    train_xy, test_xy = runner._data("final", base)
     for seed in RESNET_SEEDS:
-        for label, cfg in (("SGD", sgd_cfg), (f"PSGD@W{RESNET_BITS}", psg)):
-            final[label].append(runner.run(cfg, seed, "final", bits=RESNET_EVAL_BITS,
-                                           overrides=overrides)[0])
-    return {"tune_rows": tune_rows, "final": final,
-            "chosen": {"lambda_s": setting[1], "start": start, "range_momentum": setting[3],
-                       "feasible": feasible},
+        sgd, rs = train_branches(runner, base, seed, "final", train_xy, test_xy,
+                                 list(final_cfgs_.values()), eval_kwargs)
+        final["SGD"].append(sgd)
+        for label, r in zip(final_cfgs_, rs):
+            final[label].append(r)
+    # The first draft's from-scratch PSGD@W4 runs (selection then: λ_s 500,
+    # range momentum 0.1), kept for the record.
+    scratch = [runner.store.get({**resnet_cfg(base, 4, 500, 0.1), "seed": seed,
+                                 "phase": "final"}) for seed in RESNET_SEEDS]
+    if all(r is not None for r in scratch):
+        final["PSGD@W4 (from scratch, first draft)"] = scratch
+    return {"tune_rows": tune_rows, "final": final, "chosen": chosen, "start": start,
             "first_last": [names[0], names[-1]]}
 
 
@@ -594,17 +787,25 @@ def settings_dict(args, chosen=None, resnet=None):
         "tuning seed": TUNE_SEED, "final seeds": list(SEEDS),
         "selection": (f"val FP >= reference val FP - {FP_TOLERANCE}, then best val accuracy "
                       "at the target bits (Zero: mean val accuracy after 50/70/80/90 % "
-                      "global magnitude pruning); reference = best-lr SGD (Adam for Adam+PSG)"),
+                      "global magnitude pruning); reference = best-lr SGD (Adam for Adam+PSG). "
+                      "PSGD@W2: the bar's margin min(1.5 - (FP - W2), 1.5 - (SGD FP - FP)) "
+                      "against SGD on the same schedule, two-seed mean over the top "
+                      f"{TOP_K_SECOND_SEED}"),
         "grids": {"sgd_lr": list(SGD_LRS),
                   **{f"psgd_w{b}": [list(s) for s in g] for b, g in GRID_SGD.items()},
                   "zero": [list(s) for s in GRID_ZERO], "adam_psg": [list(s) for s in GRID_ADAM],
                   "format": "(lr, lambda_s, PSG start epoch)"},
-        "kd": {"teacher": "the SGD-trained MLP of the same seed", "T": KD_TEMPERATURE,
+        "kd": {"teacher": {**TEACHER, "arch": "MLP 784-300-100-10", "seed": 0,
+                           "note": "one teacher per phase (tuning split / full training set)"},
+               "T": KD_TEMPERATURE,
                "loss": "keras.distillation.Distiller, LogitsDistillation(KLDivergence()), "
-                       "student_loss_weight=0.5 (= 0.5 x eq. 4.11), same lr and lambda_s as PSGD@W2 (not tuned)"},
+                       "student_loss_weight=0.5 (= 0.5 x eq. 4.11)",
+               "grid": [list(g) for g in GRID_KD],
+               "first draft (same-size teacher) grid": [list(g) for g in GRID_KD_SAME_SIZE]},
         "keep_8bit": "none for the MLP (all layers at the target bits)",
         "resnet": {**RESNET, "subset": args.resnet_subset,
-                   "(lambda_s, range momentum) grid": [list(g) for g in RESNET_GRID],
+                   "(lambda_s, range momentum) grid per target bits":
+                       {str(b): [list(g) for g in grid_] for b, grid_ in RESNET_GRIDS.items()},
                    "final seeds": list(RESNET_SEEDS),
                    "bits": RESNET_BITS, "width": 16, "input": "28x28x1",
                    "tuning": "val subset 5k, PSG branches continue the SGD run from the decay epoch"}
@@ -661,21 +862,29 @@ def build_tables(chosen, tune_rows, zero_tune_rows, results, sbs_rows, resnet):
     if resnet:
         rows = []
         for label, rs in resnet["final"].items():
+            target = label.split("@W")[1].split(" ")[0] if "@W" in label else str(RESNET_BITS)
             rows.append([label, fmt([r["fp"] for r in rs]),
-                         *[fmt([r["q"][str(b)] for r in rs]) for b in RESNET_EVAL_BITS],
-                         fmt([r["q"]["3_fl8"] for r in rs]),
-                         f"{mean_std([r['mse'][str(RESNET_BITS)] for r in rs])[0]:.2e}",
+                         *[fmt_key(rs, str(b)) for b in RESNET_EVAL_BITS],
+                         fmt_key(rs, "3_fl8"), fmt_key(rs, "2_fl8"),
+                         f"W{target}: {mean_std([r['mse'][target] for r in rs])[0]:.2e}"
+                         if all(target in r["mse"] for r in rs) else "-",
                          round(mean_std([r["train_s"] for r in rs])[0], 1)])
         tables.append({"title": (f"{RESNET['arch']} (width 16, 28×28) on a {resnet['subset']}-image "
-                                 f"training subset, {RESNET['epochs']} epochs, mean ± std over seeds "
-                                 f"{list(RESNET_SEEDS)}: test accuracy (%) float and after "
-                                 "per-tensor quantize_weights"),
+                                 f"training subset, {RESNET['epochs']} epochs, LR decay at "
+                                 f"{RESNET['decay']}, mean ± std over seeds {list(RESNET_SEEDS)}: "
+                                 "test accuracy (%) float and after per-tensor quantize_weights "
+                                 "(all layers; 'fl8': first and last layer at 8 bits). Each PSGD "
+                                 f"row continues its seed's SGD run from epoch {resnet['start']} "
+                                 "(PSG from the first LR decay); train s: of the whole run for "
+                                 "SGD, of the branch for PSGD"),
                        "columns": ["method", "FP", *[f"W{b}" for b in RESNET_EVAL_BITS],
-                                   "W3 (first/last 8)", f"MSE W{RESNET_BITS}", "train s"],
+                                   "W3 fl8", "W2 fl8", "MSE at target", "train s"],
                        "rows": rows})
-        tables.append({"title": f"{RESNET['arch']} tuning on the validation split (5k val images)",
+        tables.append({"title": (f"{RESNET['arch']} tuning on the validation split (5k val "
+                                 "images), seed 0: PSG branches of one SGD run; below 4 bits "
+                                 "the accuracy with first/last layer at 8 bits"),
                        "columns": ["method", "lr", "λ_s", "start", "range momentum", "val FP",
-                                   f"val W{RESNET_BITS}", ""],
+                                   *[f"val W{b}" for b in RESNET_GRIDS], ""],
                        "rows": resnet["tune_rows"]})
     tables.append({"title": ("MLP tuning grid, seed 0, trained on 50k / validated on the last 10k "
                              "training images (never the test set): val accuracy (%)"),
@@ -689,22 +898,35 @@ def build_tables(chosen, tune_rows, zero_tune_rows, results, sbs_rows, resnet):
     return tables
 
 
-def build_claims(results, resnet, sbs_rows):
+def bar_table(bar_results):
+    rows = []
+    for label, rs in bar_results.items():
+        rows.append([label, fmt([r["fp"] for r in rs]), fmt([r["q"]["2"] for r in rs]),
+                     ", ".join(f"{r['fp']:.2f}/{r['q']['2']:.2f}" for r in rs)])
+    return {"title": (f"The W2 bar on seeds {list(BAR_SEEDS)}: test accuracy float and after "
+                      "2-bit per-tensor quantize_weights of all kernels (mean ± std; per seed "
+                      "FP/W2)"),
+            "columns": ["method", "FP", "W2", "per seed FP/W2"], "rows": rows}
+
+
+def build_claims(results, bar_results, resnet, sbs_rows):
     m = lambda label, f: mean_std([f(r) for r in results[label]])[0]  # noqa: E731
+    mb = lambda label, f: mean_std([f(r) for r in bar_results[label]])[0]  # noqa: E731
     claims = []
-    sgd_fp, sgd_w2 = m("SGD", lambda r: r["fp"]), m("SGD", lambda r: r["q"]["2"])
-    p_fp, p_w2 = m("PSGD@W2", lambda r: r["fp"]), m("PSGD@W2", lambda r: r["q"]["2"])
-    per_seed = [(r["fp"], r["q"]["2"]) for r in results["PSGD@W2"]]
+    sgd_fp, sgd_w2 = mb("SGD", lambda r: r["fp"]), mb("SGD", lambda r: r["q"]["2"])
+    p_fp, p_w2 = mb("PSGD@W2", lambda r: r["fp"]), mb("PSGD@W2", lambda r: r["q"]["2"])
+    per_seed = [(r["fp"], r["q"]["2"]) for r in bar_results["PSGD@W2"]]
     long_label = f"SGD ({MLP_LONG['epochs']} ep)"
     ref_label = "SGD"
-    if long_label in results and results["PSGD@W2"][0]["config"].get("epochs") == MLP_LONG["epochs"]:
+    if (long_label in bar_results
+            and bar_results["PSGD@W2"][0]["config"].get("epochs") == MLP_LONG["epochs"]):
         ref_label = long_label  # the same schedule as PSGD@W2
-    ref_fp, ref_w2 = m(ref_label, lambda r: r["fp"]), m(ref_label, lambda r: r["q"]["2"])
+    ref_fp, ref_w2 = mb(ref_label, lambda r: r["fp"]), mb(ref_label, lambda r: r["q"]["2"])
     # Two readings of the bar, both reported: against the benchmark's SGD
     # baseline (the tuned 12-epoch SGD of every other comparison, the issue's
     # reading) and, stricter, against SGD trained on PSGD@W2's own schedule
     # (this stricter form was the one coded before the final runs).
-    cfg_text = {k: v for k, v in results["PSGD@W2"][0]["config"].items() if k != "seed"}
+    cfg_text = {k: v for k, v in bar_results["PSGD@W2"][0]["config"].items() if k != "seed"}
     for label, rfp, rw2, what in (
             ("SGD", sgd_fp, sgd_w2, "the benchmark's SGD baseline (lr tuned on validation, "
                                     f"{MLP['epochs']} epochs)"),
@@ -717,11 +939,11 @@ def build_claims(results, resnet, sbs_rows):
                       "with PSGD@W2 keeps its accuracy at 2 bits (all layers, per tensor) while "
                       f"SGD's collapses -- reference: {what}"),
             "goal": ("PSGD@W2: FP − W2 ≤ 1.5 and SGD FP − PSGD FP ≤ 1.5; SGD W2 < 20 % "
-                     f"(means over seeds {list(SEEDS)})"),
+                     f"(means over seeds {list(BAR_SEEDS)})"),
             "measured": (f"PSGD@W2 FP {p_fp:.2f}, W2 {p_w2:.2f} (gap {p_fp - p_w2:.2f}); "
                          f"{label} FP {rfp:.3f} (gap {rfp - p_fp:.3f}), W2 {rw2:.2f}; per seed "
                          f"PSGD (FP, W2): {per_seed}; {label} FP per seed "
-                         f"{[r['fp'] for r in results[label]]}; PSGD@W2 config {cfg_text}"),
+                         f"{[r['fp'] for r in bar_results[label]]}; PSGD@W2 config {cfg_text}"),
             "met": bool(ok)})
     for bits in (4, 3):
         lab = f"PSGD@W{bits}"
@@ -771,19 +993,20 @@ def build_claims(results, resnet, sbs_rows):
         def rm(label, key):
             return mean_std([r["fp"] if key == "fp" else r["q"][key] for r in f[label]])[0]
 
-        p_lab = f"PSGD@W{RESNET_BITS}"
-        p = {k: rm(p_lab, k) for k in ("fp", "4", "3")}
-        s = {k: rm("SGD", k) for k in ("fp", "4", "3")}
-        claims.append({"claim": f"{RESNET['arch']}: PSGD@W{RESNET_BITS} beats SGD at "
-                                f"{RESNET_BITS} and 3 bits (per tensor, all layers)",
-                       "goal": "higher W4 and W3, FP within 1.5",
-                       "measured": (f"W4 {p['4']:.2f} vs {s['4']:.2f}, W3 {p['3']:.2f} vs "
-                                    f"{s['3']:.2f}, FP {p['fp']:.2f} vs {s['fp']:.2f} (mean over "
-                                    f"seeds {list(RESNET_SEEDS)}; per seed PSGD W4 "
-                                    f"{[r['q']['4'] for r in f[p_lab]]}, SGD W4 "
-                                    f"{[r['q']['4'] for r in f['SGD']]})"),
-                       "met": bool(p["4"] > s["4"] and p["3"] > s["3"]
-                                   and p["fp"] >= s["fp"] - 1.5)})
+        s_fp = rm("SGD", "fp")
+        for bits, key in ((4, "4"), (3, "3_fl8"), (2, "2_fl8")):
+            lab = f"PSGD@W{bits}"
+            a, b, fa = rm(lab, key), rm("SGD", key), rm(lab, "fp")
+            claims.append({
+                "claim": (f"{RESNET['arch']}: PSGD@W{bits} beats SGD at {bits} bits "
+                          f"({'all layers' if bits == 4 else 'first/last at 8 bits'}, per "
+                          "tensor), float accuracy within 1.5 points"),
+                "goal": f"higher W{bits}, FP ≥ SGD FP − 1.5",
+                "measured": (f"W{bits} {a:.2f} vs SGD {b:.2f}, FP {fa:.2f} vs {s_fp:.2f} (mean "
+                             f"over seeds {list(RESNET_SEEDS)}; per seed PSGD "
+                             f"{[r['q'][key] for r in f[lab]]}, SGD "
+                             f"{[r['q'][key] for r in f['SGD']]})"),
+                "met": bool(a > b and fa >= s_fp - 1.5)})
     return claims
 
 
@@ -811,7 +1034,7 @@ def main(argv=None):
     chosen, tune_rows, zero_tune_rows = tune_mlp(runner)
     print("chosen:", chosen, flush=True)
     cfgs = final_cfgs(chosen)
-    results = final_mlp(runner, cfgs)
+    results, bar_results = final_mlp(runner, cfgs)
     sbs_rows, sbs_notes = side_by_side(runner, cfgs, splits, chosen)
     diag_rows = w2_diagnostics(runner, cfgs, splits)
     resnet = None
@@ -819,6 +1042,7 @@ def main(argv=None):
         resnet = resnet_phase(runner, splits, args.resnet_subset)
         resnet["subset"] = args.resnet_subset
     tables = build_tables(chosen, tune_rows, zero_tune_rows, results, sbs_rows, resnet)
+    tables.insert(1, bar_table(bar_results))
     tables.insert(4, {"title": ("2-bit diagnostics per layer (test): max|w| at initialisation and "
                                 "after training (= Δ of the 2-bit grid), % of weights within "
                                 "0.05·Δ of a grid point, % mapped to 0, and test accuracy when "
@@ -826,7 +1050,7 @@ def main(argv=None):
                       "columns": ["model", "seed", "layer", "init max|w|", "final max|w| = Δ",
                                   "% near grid", "% → 0", "acc, only this layer W2"],
                       "rows": diag_rows})
-    claims = build_claims(results, resnet, sbs_rows)
+    claims = build_claims(results, bar_results, resnet, sbs_rows)
     notes = make_notes(results, resnet, chosen, sbs_notes, claims)
     path = harness.write_result(NAME, title, settings_dict(args, chosen, resnet), tables,
                                 claims, notes)
@@ -838,8 +1062,8 @@ def main(argv=None):
 
 
 def _smoke():
-    global NAME, RESULT_PATH, CACHE, SGD_LRS, GRID_SGD, GRID_ZERO, GRID_ADAM, RESNET_GRID
-    global GRID_KD, RESNET_SEEDS, TOP_K_SECOND_SEED
+    global NAME, RESULT_PATH, CACHE, SGD_LRS, GRID_SGD, GRID_ZERO, GRID_ADAM, RESNET_GRIDS
+    global GRID_KD, RESNET_SEEDS, TOP_K_SECOND_SEED, BAR_SEEDS
     NAME = "psg_quant_smoke"
     RESULT_PATH = harness.RESULTS_DIR / f"{NAME}.json"
     CACHE = CACHE + "_smoke"
@@ -848,8 +1072,11 @@ def _smoke():
     RESNET.update(epochs=2, decay=[1])
     SGD_LRS = (0.05,)
     GRID_SGD = {b: (g[-2:] if b == 2 else g[:1]) for b, g in GRID_SGD.items()}
-    GRID_ZERO, GRID_ADAM, RESNET_GRID = GRID_ZERO[:1], GRID_ADAM[-1:], RESNET_GRID[-1:]
+    GRID_ZERO, GRID_ADAM = GRID_ZERO[:1], GRID_ADAM[-1:]
+    RESNET_GRIDS = {b: g[-1:] for b, g in RESNET_GRIDS.items()}
+    TEACHER.update(epochs=3, decay=[2], subset=3000)
     GRID_KD, RESNET_SEEDS = GRID_KD[-1:], RESNET_SEEDS[:1]
+    BAR_SEEDS = SEEDS
     TOP_K_SECOND_SEED = 1
 
 
@@ -903,29 +1130,30 @@ def make_notes(results, resnet, chosen, sbs_notes, claims):
         "accuracy rises through the high-LR PSG phase while the LR decay raises only the float "
         "accuracy, hence the longer schedule points and the two-seed selection.",
         f"CHOSEN. PSGD@W2: lr {w2['lr']}, λ_s {w2['lambda_s']}, PSG from epoch {w2['start']}, "
-        f"range momentum {w2.get('range_momentum')}, {sched(w2)}. PSGD@W2 + KD (re-tuned, "
-        f"T={KD_TEMPERATURE}, 0.5·CE + 0.5·T²·KL): lr {kd['lr']}, λ_s {kd['lambda_s']}, "
+        f"range momentum {w2.get('range_momentum')}, {sched(w2)}, validation bar margin "
+        f"{w2.get('val_mean_margin')} (two-seed mean). PSGD@W2 + KD (teacher MLP 784-300-100-10 "
+        f"trained with SGD at lr {TEACHER['lr']}, T={kd.get('temperature', KD_TEMPERATURE)}, 0.5·CE + 0.5·T²·KL, "
+        f"re-tuned): lr {kd['lr']}, λ_s {kd['lambda_s']}, "
         f"{sched(kd)}; test FP {kd_fp:.2f}, W2 {kd_w2:.2f}. Adam+PSG@W{ADAM_BITS}: λ_s "
         f"{adam['lambda_s']}, PSG from epoch {adam['start']}, Adam LR × λ_s/100 from then: "
         f"{adam.get('adam_lr_scale')}.",
     ]
     if resnet:
         f = resnet["final"]
-        c = resnet["chosen"]
         rs = lambda label, k: fmt([r["fp"] if k == "fp" else r["q"][k] for r in f[label]])  # noqa: E731
-        p_lab = f"PSGD@W{RESNET_BITS}"
+        chosen_text = "; ".join(f"W{b}: λ_s {c['lambda_s']}, range momentum "
+                                f"{c['range_momentum']}" for b, c in resnet["chosen"].items())
         parts.append(
             f"RESNET. {RESNET['arch']} on a {resnet['subset']}-image subset, {RESNET['epochs']} "
-            f"epochs (PSG for the last {RESNET['epochs'] - RESNET['decay'][0]}), seeds "
-            f"{list(RESNET_SEEDS)}: SGD FP {rs('SGD', 'fp')} / W4 {rs('SGD', '4')} / W3 "
-            f"{rs('SGD', '3')}; PSGD@W4 (λ_s {c['lambda_s']}, range momentum "
-            f"{c.get('range_momentum')}) FP {rs(p_lab, 'fp')} / W4 {rs(p_lab, '4')} / W3 "
-            f"{rs(p_lab, '3')}. The running range (momentum 0.1) helped here, in the authors' setting "
-            "(PSG from the LR decay of a trained model): on validation W4 81.9 vs 80.1 at λ_s 150 "
-            "and 84.6 at λ_s 500 vs SGD's 81.1, at a 0.2-point float cost; on the test runs the "
-            "float cost grew, and 3 PSG epochs on 6k images are far from the paper's 68 PSG epochs "
-            "on CIFAR-100, so this is weak evidence either way (SGD's W4/W3 also vary by "
-            "several points between seeds).")
+            f"epochs, PSG for the last {RESNET['epochs'] - resnet['start']} (from the first LR "
+            f"decay, 002 §4.3.1), seeds {list(RESNET_SEEDS)}. Second draft: every PSGD run "
+            "continues its seed's SGD run from the decay epoch (paired; the first draft trained "
+            "PSGD@W4 from scratch, where seed-to-seed noise of SGD's own W4 -- 85.5 vs 82.3 -- "
+            "swamped the effect; those rows are kept as 'from scratch, first draft'). Below 4 "
+            "bits the first and last layer train and are evaluated at 8 bits, the authors' "
+            f"protocol. Chosen on validation: {chosen_text}. SGD FP {rs('SGD', 'fp')}, W4 "
+            f"{rs('SGD', '4')}, W3 fl8 {rs('SGD', '3_fl8')}, W2 fl8 {rs('SGD', '2_fl8')}. "
+            "3 PSG epochs on 6k images are far from the paper's 68 PSG epochs on CIFAR-100.")
     parts.append(
         "SIDE BY SIDE. Keras 3.15 model.quantize covers Dense layers only (all three layers of "
         "the MLP; on ResNet-8 it quantizes only the head, checked with a separate probe). "
@@ -937,9 +1165,8 @@ def make_notes(results, resnet, chosen, sbs_notes, claims):
     parts.append(
         "TUNING HONESTY. All choices were made on the validation split (last 10k training "
         f"images): seed {TUNE_SEED} for every grid point, plus seed {TUNE_SEED2} for the "
-        f"{TOP_K_SECOND_SEED} best feasible W2 points (W2 + KD: {TOP_K_SECOND_SEED_KD}), chosen "
-        "by the two-seed "
-        "mean; the test set was read only by the final runs. The grid is append-only: the "
+        f"{TOP_K_SECOND_SEED} W2 points with the largest bar margin (W2 + KD: "
+        f"{TOP_K_SECOND_SEED_KD} best feasible), chosen by the two-seed mean; the test set was read only by the final runs. The grid is append-only: the "
         "first draft's points are kept and reported. Exploratory validation runs outside the "
         "grid (seed 0, per-epoch traces): the first draft's PSGD@W2 notes (λ_s 10-50 at lr "
         "0.05, 12/20 epochs, QAT at 2 bits), and for this revision lr 0.2 with λ_s 4 and 2.5 "
