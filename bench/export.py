@@ -59,10 +59,12 @@ SETTINGS = {
         "small_cnn": {"train_subset": 30000, "epochs": 4, "lr": 1e-3,
                       "finetune_epochs": 3, "finetune_lr": 2e-4, "ramp_fraction": 0.6,
                       "finetune_seeds": [0, 1], "ours": [0.9, 0.93, 0.95],
-                      "ours_feedback": [0.95], "tfmot": [0.9, 0.95]},
+                      "ours_feedback": [0.95], "tfmot": [0.9, 0.95],
+                      "tfmot_global": [0.9, 0.95]},
         "resnet8": {"train_subset": 15000, "epochs": 4, "lr": 1e-3,
                     "finetune_epochs": 3, "finetune_lr": 2e-4, "ramp_fraction": 0.5,
-                    "finetune_seeds": [0], "ours": [0.9, 0.95], "tfmot": [0.9]},
+                    "finetune_seeds": [0], "ours": [0.9, 0.95], "tfmot": [0.9],
+                    "tfmot_global": [0.9]},
     },
 }
 if os.environ.get("BENCH_SMOKE") == "1":  # A minute-long check of the plumbing only.
@@ -71,7 +73,7 @@ if os.environ.get("BENCH_SMOKE") == "1":  # A minute-long check of the plumbing 
     SETTINGS["models"] = {
         "small_cnn": {"train_subset": 1024, "epochs": 1, "lr": 1e-3, "finetune_epochs": 1,
                       "finetune_lr": 2e-4, "ramp_fraction": 0.5, "finetune_seeds": [0, 1],
-                      "ours": [0.9], "tfmot": [0.9]},
+                      "ours": [0.9], "tfmot": [0.9], "tfmot_global": [0.9]},
         "resnet8": {"train_subset": 256, "epochs": 1, "lr": 1e-3, "finetune_epochs": 1,
                     "finetune_lr": 2e-4, "ramp_fraction": 0.5, "finetune_seeds": [0],
                     "ours": [0.9], "tfmot": []},
@@ -270,8 +272,33 @@ def stage_ours(model_name, sparsity, seed=0, mode=None):
                           seconds, data)
 
 
-def stage_tfmot(model_name, sparsity, seed=0):
-    """TFMOT on the tf_keras twin: prune_low_magnitude (layer-wise), same schedule."""
+def global_allocation(dense, sparsity):
+    """Per-layer sparsities that one global magnitude threshold gives the dense kernels.
+
+    ``{layer name: fraction of its kernel with |w| ≤ t}``, ``t`` the ``sparsity``
+    quantile of all Conv2D/Dense kernel magnitudes together (capped at 0.99 per
+    layer: TFMOT's schedule needs a target below 1).
+    """
+    import keras
+
+    kernels = {layer.name: np.abs(keras.ops.convert_to_numpy(layer.kernel))
+               for layer in dense.layers
+               if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))}
+    magnitudes = np.sort(np.concatenate([k.ravel() for k in kernels.values()]))
+    count = int(round(sparsity * magnitudes.size))
+    threshold = magnitudes[count - 1] if count else -np.inf
+    return {name: min(float(np.mean(k <= threshold)), 0.99) for name, k in kernels.items()}
+
+
+def stage_tfmot(model_name, sparsity, seed=0, allocation="layer"):
+    """TFMOT on the tf_keras twin: prune_low_magnitude, same schedule.
+
+    ``allocation="layer"``: TFMOT's own recipe, every layer to the target.
+    ``"global"``: each layer to its share under one global magnitude threshold on
+    the dense weights (:func:`global_allocation`) -- TFMOT has no global threshold,
+    so this gives it the allocation tfcompress starts from, leaving the pruning
+    mechanics as the only difference.
+    """
     import keras
 
     from tfcompress import models
@@ -279,25 +306,43 @@ def stage_tfmot(model_name, sparsity, seed=0):
     cfg, work = SETTINGS["models"][model_name], WORK / model_name
     data = _data(model_name)
     dense = keras.saving.load_model(work / "dense.keras")
+    targets = global_allocation(dense, sparsity) if allocation == "global" else None
     twin = models.to_tf_keras(dense, model_name)  # imports tf_keras: Keras-2 mode from here
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
     tf_keras.utils.set_random_seed(seed)
-    schedule = tfmot.sparsity.keras.PolynomialDecay(
-        0.0, sparsity, begin_step=0, end_step=_ramp_end(model_name, len(data[0])), power=3,
-        frequency=SETTINGS["mask_frequency"])
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(twin, pruning_schedule=schedule)
+
+    def schedule(target):
+        return tfmot.sparsity.keras.PolynomialDecay(
+            0.0, target, begin_step=0, end_step=_ramp_end(model_name, len(data[0])), power=3,
+            frequency=SETTINGS["mask_frequency"])
+
+    if targets is None:
+        pruned = tfmot.sparsity.keras.prune_low_magnitude(twin, pruning_schedule=schedule(sparsity))
+    else:
+        def wrap(layer):  # the twin's own layer objects: their trained weights are kept
+            if layer.name in targets:
+                return tfmot.sparsity.keras.prune_low_magnitude(
+                    layer, pruning_schedule=schedule(targets[layer.name]))
+            return layer
+
+        pruned = tf_keras.models.clone_model(twin, clone_function=wrap)
     seconds = _fit(pruned, tf_keras, cfg["finetune_lr"], cfg["finetune_epochs"], data[0],
                    data[1], [tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
-    return _pruned_record(stripped, tf_keras, work, _tag("tfmot", sparsity, seed), seconds,
-                          data)
+    prefix = "tfmot" if targets is None else "tfmot_global"
+    record = _pruned_record(stripped, tf_keras, work, _tag(prefix, sparsity, seed), seconds,
+                            data)
+    if targets is not None:
+        record["layer_targets"] = targets
+    return record
 
 
 STAGES = {"dense": stage_dense, "dense_more": stage_dense_more, "ours": stage_ours,
           "ours_feedback": functools.partial(stage_ours, mode="feedback"),
-          "tfmot": stage_tfmot}
+          "tfmot": stage_tfmot,
+          "tfmot_global": functools.partial(stage_tfmot, allocation="global")}
 
 
 def _runs():
@@ -309,8 +354,9 @@ def _runs():
             for stage in ("ours", "ours_feedback"):
                 for sparsity in cfg.get(stage, ()):
                     yield (stage, model_name, sparsity, seed)
-            for sparsity in cfg["tfmot"] if seed == SETTINGS["seed"] else ():
-                yield ("tfmot", model_name, sparsity, seed)
+            for stage in ("tfmot", "tfmot_global"):
+                for sparsity in cfg.get(stage, ()) if seed == SETTINGS["seed"] else ():
+                    yield (stage, model_name, sparsity, seed)
 
 
 def _record_path(stage, model_name, sparsity, seed):
@@ -346,6 +392,8 @@ def _describe(label, record):
         return "dense", "-"
     if label.startswith("ours_feedback"):
         library = "tfcompress, feedback (DPF) mode"
+    elif label.startswith("tfmot_global"):
+        library = "TFMOT, per-layer targets of one global magnitude threshold"
     else:
         library = "tfcompress" if label.startswith("ours") else "TFMOT"
     return library, f"{record['sparsity']:.0%}"
@@ -429,7 +477,7 @@ def _claims(model_name, figures):
     for label, f in figures.items():
         if label.startswith("tfmot") and not label.endswith("_sparse"):
             claims.append({
-                "claim": f"{model_name}, TFMOT {f['sparsity']:.0%} + full-int8 PTQ "
+                "claim": f"{model_name}, {f['library']} {f['sparsity']:.0%} + full-int8 PTQ "
                          "(same pipeline on the tf_keras twin)",
                 "goal": f"context (issue anchor: {TFMOT_ANCHOR})",
                 "measured": f"{f['ratio']:.1f}× at {-f['loss']:+.2f} points",
@@ -493,7 +541,15 @@ def _notes(missing):
         "(≈92 % at a 90 % target) and the 288-weight conv1 lightly; TFMOT's layer-wise "
         "threshold prunes every layer to the target, conv1 included — the likely cause of "
         "its large accuracy loss on this short fine-tuning, far from the issue's anchor "
-        "(19.2× at −0.1 point, measured elsewhere with its own training). Levers tried "
+        "(19.2× at −0.1 point, measured elsewhere with its own training). The 'TFMOT, "
+        "per-layer targets of one global magnitude threshold' rows test that reading: "
+        "TFMOT has no global threshold, so each layer gets its own PolynomialDecay target, "
+        "the share one global magnitude threshold on the dense weights gives it (e.g. "
+        "small CNN at 90 %: conv1 30 %, conv2 58 %, dense1 92 %, head 24 %; stage records "
+        "hold layer_targets). With that allocation TFMOT's small CNN lands within 0.2 "
+        "point of tfcompress at 90 % and 95 % (89.44 vs 89.59, 88.53 vs 88.58, seed 0), "
+        "ResNet-8 at 90 % on par (79.22 vs 79.14): "
+        "the gap of TFMOT's own recipe is the allocation, not the mask mechanics. Levers tried "
         "for the ≥ 25× goal, in this order: 90 % (≈20×, the TFMOT-anchor size) and 95 % "
         "(≈33×, but ≈0.8 point below the same-epochs dense model), DPF's feedback mode "
         "at 95 % (worse here: masks keep changing until the ramp ends, leaving little "

