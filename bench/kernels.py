@@ -94,7 +94,7 @@ def _chained(fn, adapt=None):
     return _jit(chained)
 
 
-def _in_graph_rows(prefix_fn, layers, adapt, x, warmup, repeats, baseline):
+def _in_graph_rows(batch, layers, adapt, x, warmup, repeats, baseline):
     """Times ``layers`` chained in-graph; returns (rows, stats) with per-layer ms."""
     fns = {IN_GRAPH + name: _chained(layer, adapt) for name, layer in layers.items()}
     stats, _ = _time(fns, x, warmup, repeats)
@@ -102,7 +102,7 @@ def _in_graph_rows(prefix_fn, layers, adapt, x, warmup, repeats, baseline):
     rows = []
     for name in fns:
         st = stats[name]
-        rows.append(prefix_fn() + [name + " (ms per layer)", round(st["median_ms"] / CHAIN, 3),
+        rows.append([batch, name + " (ms per layer)", round(st["median_ms"] / CHAIN, 3),
                                    round(st["p25_ms"] / CHAIN, 3), round(st["p75_ms"] / CHAIN, 3),
                                    round(st["median_ms"] / base["median_ms"], 3),
                                    round(st["min_ms"] / base["min_ms"], 3), None])
@@ -171,7 +171,7 @@ def bench_dense(batches, warmup, repeats, rng):
         for name in fns:
             err = None if name == FLOOR else _rel_err(outputs[name], ref)
             rows.append(_row([batch], name, stats, err))
-        in_rows, in_stats = _in_graph_rows(lambda: [batch], layers, None, x, warmup, repeats,
+        in_rows, in_stats = _in_graph_rows(batch, layers, None, x, warmup, repeats,
                                            "float Dense")
         rows += in_rows
         stats_by_batch[batch] = {**stats, **in_stats}
@@ -303,7 +303,7 @@ def bench_conv(batches, warmup, repeats, rng):
         in_layers = dict(layers)
         in_layers["alt: int8 im2col (concat shifted slices) + int8 matmul"] = im2col
         in_layers["alt: 3 int8 matmuls, one per kernel row (K = 3·C)"] = per_row
-        in_rows, in_stats = _in_graph_rows(lambda: [batch], in_layers, lambda o: o[..., :c], x,
+        in_rows, in_stats = _in_graph_rows(batch, in_layers, lambda o: o[..., :c], x,
                                            warmup, repeats, "float Conv2D")
         rows += in_rows
         rows += _gemm_bound_rows(batch, h * w_, 9 * c, CONV_FILTERS, warmup, repeats, rng)
@@ -418,7 +418,7 @@ def bench_sparse(batches, warmup, repeats, rng):
         in_layers = {"dense (float Dense)": dense,
                      **{f"SparseDense {sp:.0%}": layer for sp, (_, layer) in layers.items()}}
         in_rows, in_stats = _in_graph_rows(
-            lambda: [batch], in_layers, None, x, warmup, repeats, "dense (float Dense)")
+            batch, in_layers, None, x, warmup, repeats, "dense (float Dense)")
         for row in in_rows:  # same columns as above: no "blocks stored" for these
             rows.append([row[0], row[1], None, row[2], row[5], row[6], None])
         stats_by_batch[batch] = {**stats, **in_stats}
@@ -426,7 +426,7 @@ def bench_sparse(batches, warmup, repeats, rng):
             f"{sp:.0%} {ratios[(batch, sp)]:.2f}" for sp in SPARSITIES) + "; in-graph " + ", ".join(
             f"{sp:.0%} {in_stats[IN_GRAPH + f'SparseDense {sp:.0%}']['ratio_to_baseline']:.2f}"
             for sp in SPARSITIES), flush=True)
-    return rows, ratios, stats_by_batch
+    return rows, stats_by_batch
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -622,8 +622,7 @@ def run_timing(args):
     keras.utils.set_random_seed(0)
     dense_rows, dense_stats = bench_dense(batches, args.warmup, repeats, rng)
     conv_rows, conv_stats, probes = bench_conv(batches, args.warmup, repeats, rng)
-    sparse_rows, sparse_ratios, sparse_stats = bench_sparse(batches, args.warmup, repeats,
-                                                            rng)
+    sparse_rows, sparse_stats = bench_sparse(batches, args.warmup, repeats, rng)
 
     def ratio(stats, name, base, in_graph):
         prefix = IN_GRAPH if in_graph else ""

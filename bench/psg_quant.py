@@ -720,33 +720,10 @@ def resnet_phase(runner, splits, subset_size):
     tune_xy, val_xy = runner._data("tune", base)
     val_xy = pc.subset(val_xy, 5000, seed=0)
     points = [(bits, lam, mom) for bits, grid_ in RESNET_GRIDS.items() for lam, mom in grid_]
-    # The first draft's W4 tuning branches (same SGD run, stored without the
-    # snapshot tag and evaluated at 4 bits only) are reused as they are.
-    tune = {}
-    legacy_sgd = runner.store.get({**base, "seed": TUNE_SEED, "phase": "tune"})
-    todo = []
-    for bits, lam, mom in points:
-        cfg = resnet_cfg(base, bits, lam, mom)
-        old = runner.store.get({**cfg, "seed": TUNE_SEED, "phase": "tune",
-                                "branched_from_sgd_at_epoch": start})
-        if old is not None:
-            tune[(bits, lam, mom)] = old
-        else:
-            todo.append((bits, lam, mom))
-    sgd_tune = runner.store.get({**base, "seed": TUNE_SEED, "phase": "tune",
-                                 "snapshot_at": start}) or legacy_sgd
-    if todo:
-        sgd_tune, rs = train_branches(runner, base, TUNE_SEED, "tune", tune_xy, val_xy,
-                                      [resnet_cfg(base, *p) for p in todo], eval_kwargs)
-        tune.update(dict(zip(todo, rs)))
+    sgd_tune, rs = train_branches(runner, base, TUNE_SEED, "tune", tune_xy, val_xy,
+                                  [resnet_cfg(base, *p) for p in points], eval_kwargs)
+    tune = dict(zip(points, rs))
     chosen, tune_rows = {}, []
-    if legacy_sgd is not None and sgd_tune is not legacy_sgd:
-        # The first draft's W4 branches continue this run of the same seed,
-        # data and schedule (retrained here to keep a snapshot and evaluate
-        # every bit-width; CPU training is not bit-exact between runs).
-        tune_rows.append(["SGD (first draft's run, parent of its W4 branches)", base["lr"], "-",
-                          "-", "-", legacy_sgd["fp"],
-                          *[legacy_sgd["q"].get(str(b), "-") for b in RESNET_GRIDS], ""])
     tune_rows.append(["SGD", base["lr"], "-", "-", "-", sgd_tune["fp"],
                       *[sgd_tune["q"].get(str(b), "-") for b in RESNET_GRIDS], ""])
     for bits in RESNET_GRIDS:
@@ -771,12 +748,6 @@ def resnet_phase(runner, splits, subset_size):
         final["SGD"].append(sgd)
         for label, r in zip(final_cfgs_, rs):
             final[label].append(r)
-    # The first draft's from-scratch PSGD@W4 runs (selection then: λ_s 500,
-    # range momentum 0.1), kept for the record.
-    scratch = [runner.store.get({**resnet_cfg(base, 4, 500, 0.1), "seed": seed,
-                                 "phase": "final"}) for seed in RESNET_SEEDS]
-    if all(r is not None for r in scratch):
-        final["PSGD@W4 (from scratch, first draft)"] = scratch
     return {"tune_rows": tune_rows, "final": final, "chosen": chosen, "start": start,
             "first_last": [names[0], names[-1]]}
 
@@ -1167,7 +1138,7 @@ def make_notes(results, resnet, chosen, sbs_notes, claims):
             f"decay, 002 §4.3.1), seeds {list(RESNET_SEEDS)}. Second draft: every PSGD run "
             "continues its seed's SGD run from the decay epoch (paired; the first draft trained "
             "PSGD@W4 from scratch, where seed-to-seed noise of SGD's own W4 -- 85.5 vs 82.3 -- "
-            "swamped the effect; those rows are kept as 'from scratch, first draft'). Below 4 "
+            "swamped the effect; those runs stay in 'runs'). Below 4 "
             "bits the first and last layer train and are evaluated at 8 bits, the authors' "
             f"protocol. Chosen on validation: {chosen_text}. SGD FP {rs('SGD', 'fp')}, W4 "
             f"{rs('SGD', '4')}, W3 fl8 {rs('SGD', '3_fl8')}, W2 fl8 {rs('SGD', '2_fl8')}. "
