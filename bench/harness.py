@@ -90,6 +90,21 @@ def _cpu_model():
     return platform.processor() or "unknown"
 
 
+_SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def _cpu_simd_flags():
+    """The CPU's vector extensions that decide int8 and float kernel speed."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in _SIMD_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def _git_commit():
     try:
         return subprocess.run(
@@ -111,6 +126,7 @@ def environment():
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": _cpu_model(),
+        "cpu_simd": _cpu_simd_flags(),
         "cpu_count": os.cpu_count(),
         "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
         "packages": versions,

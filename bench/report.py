@@ -11,6 +11,11 @@ from bench.harness import RESULTS_DIR
 OUTPUT = RESULTS_DIR.parent.parent / "BENCHMARKS.md"
 
 
+def _simd(env):
+    flags = env.get("cpu_simd")
+    return f"; {' '.join(flags)}" if flags else ""
+
+
 def _cell(value):
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -42,7 +47,8 @@ def render(records):
             f"## {record['title']}",
             "",
             f"`bench/results/{record['name']}.json` — {record['date']}, commit "
-            f"{env.get('git_commit', '?')}, {env['cpu']} ({env['cpu_count']} cores), "
+            f"{env.get('git_commit', '?')}, {env['cpu']} ({env['cpu_count']} cores"
+            f"{_simd(env)}), "
             f"Python {env['python']}, backend {env.get('keras_backend', '?')}; {packages}.",
             "",
         ]

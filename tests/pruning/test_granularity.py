@@ -83,6 +83,20 @@ def test_block_partial_edges_and_conv_matrix_view():
     assert abs(sparsity_report(w)["global"]["sparsity"] - 0.5) < 0.1
 
 
+def test_block_4x1_conv_masks_are_runs_of_input_channels():
+    w = _wrapped(keras.layers.Conv2D(6, 3), (None, 7, 7, 8), granularity=Block((4, 1)))
+    update_masks(w, force=True)
+    full = w.full_masks()["kernel"]  # (kh, kw, in, out)
+    groups = full.reshape(3, 3, 2, 4, 6)
+    # each block: 4 consecutive input channels of one tap and one filter
+    assert np.all(groups.min(axis=3) == groups.max(axis=3))
+    assert 0 < full.mean() < 1
+    # in TFLite's OHWI layout the zeros come in runs that are multiples of 4
+    flat = np.transpose(full, (3, 0, 1, 2)).ravel()
+    edges = np.flatnonzero(np.diff(np.concatenate([[1], flat, [1]])))
+    assert np.all(np.diff(edges)[::2] % 4 == 0)
+
+
 def _two_layer_model():
     inp = keras.Input((32,))
     x = keras.layers.Dense(32, name="small")(inp)

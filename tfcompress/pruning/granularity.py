@@ -212,6 +212,12 @@ class Block(Granularity):
     """Block sparsity on the weight's matrix view: whole ``bh × bw`` blocks are
     pruned (edge blocks may be smaller). The stored mask has one entry per block.
 
+    ``Block((32, 32))`` gives the masks :class:`tfcompress.kernels.SparseDense`
+    consumes. ``Block((4, 1))`` — four consecutive inputs of one output — makes the
+    zeros contiguous in TFLite's weight layouts (OHWI convolutions, ``(out, in)``
+    fully connected), so a gzipped ``.tflite`` file codes one run of zeros per block
+    rather than per weight (``bench/export``: ResNet-20 files).
+
     Args:
         block_shape: ``(bh, bw)``: rows (inputs) × columns (outputs) per block.
 
