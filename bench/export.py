@@ -75,7 +75,7 @@ SETTINGS = {
         "resnet20": {"train_subset": 30000, "epochs": 10, "lr": 1e-3,
                      "finetune_epochs": 6, "finetune_lr": 2e-4, "ramp_fraction": 0.5,
                      "finetune_seeds": [0], "ours": [0.93], "ours_block": [0.9, 0.93],
-                     "tfmot": [0.93]},
+                     "tfmot": [0.93], "ours_dcil": [0.93]},
     },
 }
 if os.environ.get("BENCH_SMOKE") == "1":  # A minute-long check of the plumbing only.
@@ -612,6 +612,33 @@ def _notes(missing):
         "these sparsities: the global threshold empties its largest convolutions "
         "(stage3 conv2 ≈98 % at a 90 % target) and the file's fixed part (BN-folded int32 "
         "biases, per-channel scales, graph) caps its gzip ratio near 21× at 95 %. "
+        "ResNet-20 (274k weights, added for that reason; 30k images, 10 dense epochs at "
+        "Adam 1e-3, 6 fine-tuning epochs at 2e-4, ramp over the first half): the dense "
+        "model overfits (train 96.6 %, test 87.2 %) and the 6 extra epochs at the lower "
+        "rate lift it to 90.6 %, the claims' baseline. Unstructured 93 %: 19.9× at −3.50 "
+        "points. 4×1 blocks (four consecutive input weights of one output, contiguous "
+        "in TFLite's OHWI and (out, in) layouts, so gzip codes one run of zeros per "
+        "block instead of per weight): 90 % gives 20.3× at −2.66 — the size of "
+        "unstructured 93 % with 0.8 point more accuracy — and 93 % gives 25.7× at −4.92; "
+        "sparse-encoded 4×1-block files stay on XNNPACK (0.38× the float latency) where "
+        "unstructured sparse-encoded ones fall back to the built-in kernels (1.62×). "
+        "So on ResNet-20 the size side of the goal is reached (block masks) and the "
+        "accuracy side is not: the pruned models end fine-tuning underfit (train "
+        "accuracy 88 % for unstructured 93 % against 100 % for the dense model trained "
+        "on), i.e. three recovery epochs at lr 2e-4 on 30k images — what a 2-core CPU "
+        "affords (a ResNet-20 fine-tuning stage takes 10–15 min here) — are the limit, "
+        "not the file format or the allocation. With a full schedule the accuracy "
+        "holds: bench/results/dcil_vs_dpf_gpu.json prunes ResNet-20 while training on "
+        "all 60k images for 30 epochs (SGD 0.1, GPU through Keras-JAX) and ends DCIL at "
+        "95 % with 93.07 % against 93.01 % dense (no file exported there: the GPU "
+        "machine has no TensorFlow). TFMOT with its own layer-wise recipe at 93 %: 19.0× at −14.86 points. TFMOT cannot take the block lever "
+        "on this model: its block_size is for 2-D weights only (ValueError 'Block "
+        "Sparsity can only be used for layers which have 2-dimensional weights'), and "
+        "ResNet-20 is convolutions. DCIL (stage ours_dcil: fine-tuning from the dense "
+        "model with the pruned and super paths sharing the weights, eq. 5.3-5.4; head "
+        "left dense as in the paper, so 92.8 % of the kernels; twice the work per step) "
+        "at 93 %: 19.7× at −2.96, 0.54 point above hard pruning at the same sparsity "
+        "and size (train accuracy of the pruned path 89 % at the end: still underfit). "
         "Full-int8 PTQ keeps float input/output tensors. Training uses a fixed random "
         "training subset and few epochs (settings) to fit the 2-core budget. The CPU "
         "was shared with other jobs, so latencies are noisy; their ratios compare files "
