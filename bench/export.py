@@ -76,6 +76,13 @@ SETTINGS = {
                      "finetune_epochs": 6, "finetune_lr": 2e-4, "ramp_fraction": 0.5,
                      "finetune_seeds": [0], "ours": [0.93], "ours_block": [0.9, 0.93],
                      "tfmot": [0.93], "ours_dcil": [0.93]},
+        # Is the recovery budget the limit? The same dense ResNet-20, 18 fine-tuning
+        # epochs (ramp over the first third) instead of 6.
+        "resnet20_long": {"model": "resnet20", "dense_from": "resnet20",
+                          "train_subset": 30000, "epochs": 10, "lr": 1e-3,
+                          "finetune_epochs": 18, "finetune_lr": 2e-4, "ramp_fraction": 1 / 3,
+                          "finetune_seeds": [0], "ours_block": [0.93], "ours": [0.93],
+                          "tfmot": [0.93]},
     },
 }
 if os.environ.get("BENCH_SMOKE") == "1":  # A minute-long check of the plumbing only.
@@ -105,6 +112,17 @@ def _data(model_name):
     (x, y), (xt, yt) = data.load_fashion_mnist_arrays(
         subset=cfg["train_subset"], test_subset=SETTINGS["test_images"], seed=SETTINGS["seed"])
     return x, y, xt, yt
+
+
+def _architecture(model_name):
+    """The zoo name of a settings entry (``"model"``, default: the entry's name)."""
+    return SETTINGS["models"][model_name].get("model", model_name)
+
+
+def _dense_path(model_name):
+    """The dense model a settings entry starts from: its own, or that of the entry
+    named by ``"dense_from"`` (same architecture and data, longer fine-tuning)."""
+    return WORK / SETTINGS["models"][model_name].get("dense_from", model_name) / "dense.keras"
 
 
 def _ramp_end(model_name, n_train):
@@ -229,7 +247,7 @@ def stage_dense(model_name, sparsity=None, seed=None):
     work.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(SETTINGS["seed"])
     x, y, xt, yt = _data(model_name)
-    model = models.build(model_name)
+    model = models.build(_architecture(model_name))
     seconds = _fit(model, keras, cfg["lr"], cfg["epochs"], x, y)
     model.save(work / "dense.keras")
     files = {label: _export_and_score(model, work, label, mode, False, x, xt, yt)
@@ -246,7 +264,7 @@ def stage_dense_more(model_name, sparsity=None, seed=0):
     cfg, work = SETTINGS["models"][model_name], WORK / model_name
     keras.utils.set_random_seed(seed)
     x, y, xt, yt = _data(model_name)
-    model = keras.saving.load_model(work / "dense.keras")
+    model = keras.saving.load_model(_dense_path(model_name))
     seconds = _fit(model, keras, cfg["finetune_lr"], cfg["finetune_epochs"], x, y)
     label = _tag("dense_more_float", None, seed)
     files = {label: _export_and_score(model, work, label, "float", False, x, xt, yt)}
@@ -277,7 +295,7 @@ def stage_ours(model_name, sparsity, seed=0, mode=None, block=False):
     cfg, work = SETTINGS["models"][model_name], WORK / model_name
     keras.utils.set_random_seed(seed)
     data = _data(model_name)
-    dense = keras.saving.load_model(work / "dense.keras")
+    dense = keras.saving.load_model(_dense_path(model_name))
     ours = SETTINGS["ours"]
     schedule = pruning.PolynomialDecay(0.0, sparsity, begin_step=0,
                                        end_step=_ramp_end(model_name, len(data[0])), power=3,
@@ -302,7 +320,7 @@ def stage_dcil(model_name, sparsity, seed=0):
     cfg, work = SETTINGS["models"][model_name], WORK / model_name
     keras.utils.set_random_seed(seed)
     data = _data(model_name)
-    dense = keras.saving.load_model(work / "dense.keras")
+    dense = keras.saving.load_model(_dense_path(model_name))
     schedule = pruning.PolynomialDecay(0.0, sparsity, begin_step=0,
                                        end_step=_ramp_end(model_name, len(data[0])), power=3,
                                        frequency=SETTINGS["mask_frequency"])
@@ -349,9 +367,9 @@ def stage_tfmot(model_name, sparsity, seed=0, allocation="layer"):
 
     cfg, work = SETTINGS["models"][model_name], WORK / model_name
     data = _data(model_name)
-    dense = keras.saving.load_model(work / "dense.keras")
+    dense = keras.saving.load_model(_dense_path(model_name))
     targets = global_allocation(dense, sparsity) if allocation == "global" else None
-    twin = models.to_tf_keras(dense, model_name)  # imports tf_keras: Keras-2 mode from here
+    twin = models.to_tf_keras(dense, _architecture(model_name))  # imports tf_keras: Keras-2 mode from here
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
@@ -408,11 +426,14 @@ def _runs():
 def _record_path(stage, model_name, sparsity, seed):
     suffix = "" if sparsity is None else f"_s{round(sparsity * 100)}"
     suffix += "" if seed == SETTINGS["seed"] else f"_seed{seed}"
+    if stage == "dense":  # shared with the "dense_from" entry, if any
+        return _dense_path(model_name).parent / f"dense{suffix}.json"
     return WORK / model_name / f"{stage}{suffix}.json"
 
 
 def run_stage(stage, model_name, sparsity, seed):
     """Runs one stage in this process and writes its JSON record."""
+    (WORK / model_name).mkdir(parents=True, exist_ok=True)
     record = STAGES[stage](model_name, sparsity, seed)
     record.update(stage=stage, model=model_name, sparsity=sparsity, seed=seed)
     path = _record_path(stage, model_name, sparsity, seed)
