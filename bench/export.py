@@ -125,12 +125,14 @@ def _dense_path(model_name):
     return WORK / SETTINGS["models"][model_name].get("dense_from", model_name) / "dense.keras"
 
 
-def _ramp_end(model_name, n_train):
-    """Last pruning step: ``ramp_fraction`` of fine-tuning, a multiple of the mask
-    frequency so that both libraries' last mask update lands on the target."""
+def _ramp(model_name, n_train):
+    """Keyword arguments of the cubic ``PolynomialDecay`` (the same in tfcompress and
+    TFMOT): the last pruning step is ``ramp_fraction`` of fine-tuning, a multiple of
+    the mask frequency so that both libraries' last mask update lands on the target."""
     cfg, f = SETTINGS["models"][model_name], SETTINGS["mask_frequency"]
     steps = cfg["finetune_epochs"] * math.ceil(n_train / SETTINGS["batch"])
-    return max(f, int(cfg["ramp_fraction"] * steps) // f * f)
+    return {"begin_step": 0, "end_step": max(f, int(cfg["ramp_fraction"] * steps) // f * f),
+            "power": 3, "frequency": f}
 
 
 def _interpreter(path, batch, builtin=False):
@@ -297,9 +299,7 @@ def stage_ours(model_name, sparsity, seed=0, mode=None, block=False):
     data = _data(model_name)
     dense = keras.saving.load_model(_dense_path(model_name))
     ours = SETTINGS["ours"]
-    schedule = pruning.PolynomialDecay(0.0, sparsity, begin_step=0,
-                                       end_step=_ramp_end(model_name, len(data[0])), power=3,
-                                       frequency=SETTINGS["mask_frequency"])
+    schedule = pruning.PolynomialDecay(0.0, sparsity, **_ramp(model_name, len(data[0])))
     pruned = pruning.prune_model(dense, schedule=schedule, mode=mode, granularity=granularity,
                                  threshold=ours["threshold"], criterion=ours["criterion"])
     seconds = _fit(pruned, keras, cfg["finetune_lr"], cfg["finetune_epochs"], data[0],
@@ -321,9 +321,7 @@ def stage_dcil(model_name, sparsity, seed=0):
     keras.utils.set_random_seed(seed)
     data = _data(model_name)
     dense = keras.saving.load_model(_dense_path(model_name))
-    schedule = pruning.PolynomialDecay(0.0, sparsity, begin_step=0,
-                                       end_step=_ramp_end(model_name, len(data[0])), power=3,
-                                       frequency=SETTINGS["mask_frequency"])
+    schedule = pruning.PolynomialDecay(0.0, sparsity, **_ramp(model_name, len(data[0])))
     net = pruning.dcil(dense, schedule=schedule, criterion=SETTINGS["ours"]["criterion"])
     net.compile(keras.optimizers.Adam(cfg["finetune_lr"]), metrics=["accuracy"])
     started = time.perf_counter()
@@ -376,9 +374,8 @@ def stage_tfmot(model_name, sparsity, seed=0, allocation="layer"):
     tf_keras.utils.set_random_seed(seed)
 
     def schedule(target):
-        return tfmot.sparsity.keras.PolynomialDecay(
-            0.0, target, begin_step=0, end_step=_ramp_end(model_name, len(data[0])), power=3,
-            frequency=SETTINGS["mask_frequency"])
+        return tfmot.sparsity.keras.PolynomialDecay(0.0, target,
+                                                    **_ramp(model_name, len(data[0])))
 
     if targets is None:
         pruned = tfmot.sparsity.keras.prune_low_magnitude(twin, pruning_schedule=schedule(sparsity))

@@ -80,14 +80,19 @@ def time_side_by_side(callables, warmup=3, repeats=20, baseline=None):
     return stats
 
 
-def _cpu_model():
+def _cpuinfo(field):
+    """The value of ``field`` in /proc/cpuinfo (first CPU), or None."""
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def _cpu_model():
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 _SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -95,14 +100,8 @@ _SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", 
 
 def _cpu_simd_flags():
     """The CPU's vector extensions that decide int8 and float kernel speed."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                return [flag for flag in _SIMD_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
+    present = set((_cpuinfo("flags") or "").split())
+    return [flag for flag in _SIMD_FLAGS if flag in present]
 
 
 def _git_commit():

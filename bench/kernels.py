@@ -609,8 +609,9 @@ def _claim(text, goal, value, limit):
 
 
 def _measure_once(args, repeats, batches):
-    """One full timing pass (dense, conv, sparse): ``(rows, stats, probes, raw
-    claims)``; a raw claim carries its in-graph and per-call ratios."""
+    """One full timing pass (dense, conv, sparse): ``((dense, conv, sparse rows),
+    probes, raw claims, net-of-floor ratios)``; a raw claim carries its in-graph
+    and per-call ratios."""
     import keras
 
     rng = np.random.default_rng(0)
