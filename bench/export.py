@@ -246,7 +246,6 @@ def stage_dense(model_name, sparsity=None, seed=None):
     from tfcompress import models
 
     cfg, work = SETTINGS["models"][model_name], WORK / model_name
-    work.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(SETTINGS["seed"])
     x, y, xt, yt = _data(model_name)
     model = models.build(_architecture(model_name))

@@ -750,7 +750,7 @@ def run_timing(args):
     load = f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     notes = (
         f"Load average of the 2-core machine during this run: {load}. The claims are "
-        f"the median over {args.runs} full timing passes (each pass's value listed); the "
+        f"the median over {len(per_run)} full timing passes (each pass's value listed); the "
         "tables are the last pass. Every ratio "
         "compares variants interleaved in one process, and the min-based ratio is given "
         "next to the median-based one. Two measurements per variant: per call (one "
@@ -810,7 +810,7 @@ def run_timing(args):
         "Execution kernels under XLA: int8/int4 Dense and Conv2D, block-sparse Dense",
         settings={"batches": list(batches), "repeats": repeats,
                   "repeats_batch_1": repeats * BATCH1_REPEAT_FACTOR, "warmup": args.warmup,
-                  "runs": args.runs,
+                  "runs": len(per_run),
                   "dense": f"{DENSE_DIM}→{DENSE_DIM}, ReLU",
                   "conv": f"{CONV_SHAPE}→{CONV_FILTERS}, 3×3, same, ReLU",
                   "sparse_blocks": list(BLOCK), "sparsities": list(SPARSITIES),
