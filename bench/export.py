@@ -83,6 +83,14 @@ SETTINGS = {
                           "finetune_epochs": 18, "finetune_lr": 2e-4, "ramp_fraction": 1 / 3,
                           "finetune_seeds": [0], "ours_block": [0.93], "ours": [0.93],
                           "tfmot": [0.93]},
+        # Does a full recovery close the gap? 36 fine-tuning epochs (ramp over the
+        # first quarter) with the learning rate decayed to zero (cosine) for every
+        # run of the entry, the dense reference included.
+        "resnet20_xlong": {"model": "resnet20", "dense_from": "resnet20",
+                           "train_subset": 30000, "epochs": 10, "lr": 1e-3,
+                           "finetune_epochs": 36, "finetune_lr": 2e-4,
+                           "finetune_decay": "cosine", "ramp_fraction": 1 / 4,
+                           "finetune_seeds": [0], "ours_block": [0.93]},
     },
 }
 if os.environ.get("BENCH_SMOKE") == "1":  # A minute-long check of the plumbing only.
@@ -94,7 +102,8 @@ if os.environ.get("BENCH_SMOKE") == "1":  # A minute-long check of the plumbing 
                       "ours": [0.9], "ours_block": [0.9], "tfmot": [0.9],
                       "tfmot_global": [0.9]},
         "resnet8": {"train_subset": 256, "epochs": 1, "lr": 1e-3, "finetune_epochs": 1,
-                    "finetune_lr": 2e-4, "ramp_fraction": 0.5, "finetune_seeds": [0],
+                    "finetune_lr": 2e-4, "finetune_decay": "cosine",
+                    "ramp_fraction": 0.5, "finetune_seeds": [0],
                     "ours": [0.9], "tfmot": []},
     }
     WORK = pathlib.Path("/tmp/bench_smoke/export_runs")
@@ -208,9 +217,22 @@ def _kernel_sparsity(kernels):
 
 
 # ----------------------------------------------------------------------------- stages
+def _finetune_lr(model_name, module, n_train):
+    """The fine-tuning learning rate of a settings entry: constant ``finetune_lr``, or
+    decayed from it to zero over all fine-tuning steps (``"finetune_decay": "cosine"``)."""
+    cfg = SETTINGS["models"][model_name]
+    decay = cfg.get("finetune_decay")
+    if decay is None:
+        return cfg["finetune_lr"]
+    if decay != "cosine":
+        raise ValueError(f"finetune_decay must be None or 'cosine', got {decay!r}")
+    steps = cfg["finetune_epochs"] * math.ceil(n_train / SETTINGS["batch"])
+    return module.optimizers.schedules.CosineDecay(cfg["finetune_lr"], decay_steps=steps)
+
+
 def _fit(model, module, lr, epochs, x, y, callbacks=()):
-    """Compiles ``model`` with Adam (Keras 3 or tf_keras ``module``) and trains it;
-    returns the training seconds."""
+    """Compiles ``model`` with Adam (Keras 3 or tf_keras ``module``) at ``lr`` (a
+    number or a schedule) and trains it; returns the training seconds."""
     model.compile(module.optimizers.Adam(lr),
                   module.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
@@ -266,7 +288,8 @@ def stage_dense_more(model_name, sparsity=None, seed=0):
     keras.utils.set_random_seed(seed)
     x, y, xt, yt = _data(model_name)
     model = keras.saving.load_model(_dense_path(model_name))
-    seconds = _fit(model, keras, cfg["finetune_lr"], cfg["finetune_epochs"], x, y)
+    seconds = _fit(model, keras, _finetune_lr(model_name, keras, len(x)),
+                   cfg["finetune_epochs"], x, y)
     label = _tag("dense_more_float", None, seed)
     files = {label: _export_and_score(model, work, label, "float", False, x, xt, yt)}
     return {"keras_accuracy": float(model.evaluate(xt, yt, verbose=0)[1]),
@@ -301,8 +324,8 @@ def stage_ours(model_name, sparsity, seed=0, mode=None, block=False):
     schedule = pruning.PolynomialDecay(0.0, sparsity, **_ramp(model_name, len(data[0])))
     pruned = pruning.prune_model(dense, schedule=schedule, mode=mode, granularity=granularity,
                                  threshold=ours["threshold"], criterion=ours["criterion"])
-    seconds = _fit(pruned, keras, cfg["finetune_lr"], cfg["finetune_epochs"], data[0],
-                   data[1], [pruning.UpdateMasks()])
+    seconds = _fit(pruned, keras, _finetune_lr(model_name, keras, len(data[0])),
+                   cfg["finetune_epochs"], data[0], data[1], [pruning.UpdateMasks()])
     return _pruned_record(pruning.strip(pruned), keras, work, _tag(prefix, sparsity, seed),
                           seconds, data)
 
@@ -322,7 +345,8 @@ def stage_dcil(model_name, sparsity, seed=0):
     dense = keras.saving.load_model(_dense_path(model_name))
     schedule = pruning.PolynomialDecay(0.0, sparsity, **_ramp(model_name, len(data[0])))
     net = pruning.dcil(dense, schedule=schedule, criterion=SETTINGS["ours"]["criterion"])
-    net.compile(keras.optimizers.Adam(cfg["finetune_lr"]), metrics=["accuracy"])
+    net.compile(keras.optimizers.Adam(_finetune_lr(model_name, keras, len(data[0]))),
+                metrics=["accuracy"])
     started = time.perf_counter()
     net.fit(data[0], data[1], batch_size=SETTINGS["batch"], epochs=cfg["finetune_epochs"],
             verbose=2)
@@ -386,8 +410,9 @@ def stage_tfmot(model_name, sparsity, seed=0, allocation="layer"):
             return layer
 
         pruned = tf_keras.models.clone_model(twin, clone_function=wrap)
-    seconds = _fit(pruned, tf_keras, cfg["finetune_lr"], cfg["finetune_epochs"], data[0],
-                   data[1], [tfmot.sparsity.keras.UpdatePruningStep()])
+    seconds = _fit(pruned, tf_keras, _finetune_lr(model_name, tf_keras, len(data[0])),
+                   cfg["finetune_epochs"], data[0], data[1],
+                   [tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     prefix = "tfmot" if targets is None else "tfmot_global"
     record = _pruned_record(stripped, tf_keras, work, _tag(prefix, sparsity, seed), seconds,
@@ -530,7 +555,8 @@ def _claims(model_name, figures):
             "measured": f"{f['ratio']:.1f}× at {-f['loss']:+.2f} points (sparse encoding: "
                         f"{sparse['ratio']:.1f}× at {-sparse['loss']:+.2f})",
             "met": bool(met)})
-    top = f"ours_s{round(max(SETTINGS['models'][model_name]['ours']) * 100)}_int8"
+    targets = SETTINGS["models"][model_name].get("ours")
+    top = f"ours_s{round(max(targets) * 100)}_int8" if targets else None
     if top in figures:
         claims.append({
             "claim": f"{model_name}: LiteRT batch-1 latency ÷ float file (1 thread): dense "
@@ -653,6 +679,14 @@ def _notes(missing):
         "reached in the benchmark's budget. TFMOT's layer-wise recipe with the same 18 "
         "epochs: 18.6× at −3.31 (was −14.86 after 6): the longer recovery helps it most, "
         "and the global threshold still leads it by 2.5 points at 93 %. "
+        "The entry resnet20_xlong doubles the budget again for 4×1 blocks at 93 %: 36 "
+        "fine-tuning epochs (ramp over the first quarter), learning rate decayed to zero "
+        "(cosine) for the pruned and the dense reference alike. The reference stays at "
+        "90.59 % and the blocks reach 89.05 % (−1.54, was −1.69 after 18) at 25.7×; the "
+        "pruned model's train accuracy stops at 91.9 % over the last 8 epochs (the dense "
+        "one at 100 %), so past 18 epochs more recovery no longer closes the gap: at 93 % "
+        "in 4×1 blocks ResNet-20 lacks capacity for this data, and the goal row is not "
+        "met on ResNet-20 (best: 25.7× at −1.54 in blocks, 19.6× at −0.84 unstructured). "
         "With a full schedule the accuracy "
         "holds: bench/results/dcil_vs_dpf_gpu.json prunes ResNet-20 while training on "
         "all 60k images for 30 epochs (SGD 0.1, GPU through Keras-JAX) and ends DCIL at "
