@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+import tfcompress
 from tfcompress import data, export
 
 
@@ -110,3 +111,47 @@ def test_sparse_int8_export_runs_in_litert(trained_digits_cnn, tmp_path):
                               representative_data=data.representative_dataset(x, 100),
                               verify_data=xt[:200], min_top1_agreement=0.9)
     assert result.top1_agreement >= 0.9
+
+
+def _int8_weight_channels(path):
+    """Rows (one per quantized channel) of every int8 weight tensor of a .tflite file."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    for tensor in model.subgraphs[0].tensors:
+        data_ = model.buffers[tensor.buffer].data
+        if tensor.type == 9 and len(tensor.shape) in (2, 4) and data_ is not None and len(data_):
+            values = np.frombuffer(bytes(data_), np.int8).reshape(tensor.shape)
+            values = np.moveaxis(values, tensor.quantization.quantizedDimension, 0)
+            yield from values.reshape(len(values), -1)
+
+
+def _values_per_channel(path):
+    return [len(np.unique(row)) for row in _int8_weight_channels(path)]
+
+
+def test_weight_grid_survives_int8_export_and_bn_folding(tmp_path):
+    """quantize_weights(bits=4) before an int8 export leaves ≤ 15 int8 values per
+    channel in the file (the converter's per-channel scale maps the grid's top level
+    to ±127, BN folding rescales whole channels) — the README's gzip lever."""
+    keras.utils.set_random_seed(0)
+    (x, y), (xt, _) = data.load_digits()
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.Flatten()(keras.layers.MaxPooling2D()(h))
+    model = keras.Model(inputs, keras.layers.Dense(10)(h))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=5, batch_size=32, verbose=0)
+    calibration = data.representative_dataset(x, 100)
+
+    export.to_tflite(model, tmp_path / "w8.tflite", mode="int8",
+                     representative_data=calibration, verify_data=xt[:200])
+    four_bit = tfcompress.quantize_weights(model, bits=4, per_channel=True)
+    export.to_tflite(four_bit, tmp_path / "w4.tflite", mode="int8",
+                     representative_data=calibration, verify_data=xt[:200])
+
+    assert max(_values_per_channel(tmp_path / "w8.tflite")) > 15  # a lost grid would show
+    four_bit_counts = _values_per_channel(tmp_path / "w4.tflite")
+    assert len(four_bit_counts) == 8 + 10 and max(four_bit_counts) <= 15
