@@ -86,6 +86,9 @@ def test_tutorial_01_prune_and_export(tmp_path, monkeypatch):
     assert sizes["pruned_float_sparse.tflite"][0] < 0.4 * dense_raw
     assert sizes["pruned_int8.tflite"][0] < 0.3 * dense_raw
     assert sizes["pruned_int8.tflite"][1] < pruned_gz
+    assert sizes["pruned_int8_grid5.tflite"][1] < 0.95 * sizes["pruned_int8.tflite"][1]
+    assert (r["tflite_accuracy"]["pruned_int8_grid5.tflite"]
+            > r["tflite_accuracy"]["pruned_int8.tflite"] - 0.03)
     assert (tmp_path / "tutorial01_out" / "pruned_saved_model" / "saved_model.pb").is_file()
 
 
