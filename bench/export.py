@@ -58,9 +58,14 @@ SETTINGS = {
     "litert_threads": 1, "latency_repeats": 200,
     "ours": {"mode": "hard", "threshold": "global", "criterion": "l2"},
     "block_shape": (4, 1),  # the ours_block stages: 4 inputs × 1 output per block
+    # The ours_psg stages: PSG toward a per-channel grid from the end of the sparsity
+    # ramp (with Adam the constant λ_s divides out except against Adam's ε).
+    "psg": {"bits": 4, "lambda_s": 1000.0},
     # Files taken apart at aggregation (bench/tflite_anatomy.py): their fixed part, and
     # their weights moved onto coarser grids (weight-only PTQ of the int8 file).
-    "anatomy": {"files": [["small_cnn", "ours_s93_int8"], ["resnet20_long", "ours_s93_int8"],
+    "anatomy": {"files": [["small_cnn", "ours_s93_int8"], ["small_cnn", "ours_psg4_s93_int8"],
+                          ["resnet20_long", "ours_s93_int8"],
+                          ["resnet20_long", "ours_psg4_s93_int8"],
                           ["resnet20_xlong", "ours_block4x1_s93_int8"]],
                 "bits": [6, 5, 4]},
     "models": {
@@ -68,7 +73,7 @@ SETTINGS = {
                       "finetune_epochs": 3, "finetune_lr": 2e-4, "ramp_fraction": 0.6,
                       "finetune_seeds": [0, 1], "ours": [0.9, 0.93, 0.95],
                       "ours_feedback": [0.95], "tfmot": [0.9, 0.95],
-                      "tfmot_global": [0.9, 0.95]},
+                      "tfmot_global": [0.9, 0.95], "ours_psg": [0.93]},
         "resnet8": {"train_subset": 15000, "epochs": 4, "lr": 1e-3,
                     "finetune_epochs": 3, "finetune_lr": 2e-4, "ramp_fraction": 0.5,
                     "finetune_seeds": [0], "ours": [0.9, 0.95], "tfmot": [0.9],
@@ -87,7 +92,7 @@ SETTINGS = {
                           "train_subset": 30000, "epochs": 10, "lr": 1e-3,
                           "finetune_epochs": 18, "finetune_lr": 2e-4, "ramp_fraction": 1 / 3,
                           "finetune_seeds": [0], "ours_block": [0.93], "ours": [0.93],
-                          "tfmot": [0.93]},
+                          "tfmot": [0.93], "ours_psg": [0.93]},
         # Does a full recovery close the gap? 36 fine-tuning epochs (ramp over the
         # first quarter) with the learning rate decayed to zero (cosine) for every
         # run of the entry, the dense reference included.
@@ -105,13 +110,14 @@ if os.environ.get("BENCH_SMOKE") == "1":  # A minute-long check of the plumbing 
         "small_cnn": {"train_subset": 1024, "epochs": 1, "lr": 1e-3, "finetune_epochs": 1,
                       "finetune_lr": 2e-4, "ramp_fraction": 0.5, "finetune_seeds": [0, 1],
                       "ours": [0.9], "ours_block": [0.9], "tfmot": [0.9],
-                      "tfmot_global": [0.9]},
+                      "tfmot_global": [0.9], "ours_psg": [0.9]},
         "resnet8": {"train_subset": 256, "epochs": 1, "lr": 1e-3, "finetune_epochs": 1,
                     "finetune_lr": 2e-4, "finetune_decay": "cosine",
                     "ramp_fraction": 0.5, "finetune_seeds": [0],
                     "ours": [0.9], "tfmot": []},
     }
-    SETTINGS["anatomy"] = {"files": [["small_cnn", "ours_block4x1_s90_int8"]], "bits": [5]}
+    SETTINGS["anatomy"] = {"files": [["small_cnn", "ours_block4x1_s90_int8"],
+                                     ["small_cnn", "ours_psg4_s90_int8"]], "bits": [4]}
     WORK = pathlib.Path("/tmp/bench_smoke/export_runs")
     harness.RESULTS_DIR = pathlib.Path("/tmp/bench_smoke")  # Never overwrite real results.
 
@@ -236,10 +242,12 @@ def _finetune_lr(model_name, module, n_train):
     return module.optimizers.schedules.CosineDecay(cfg["finetune_lr"], decay_steps=steps)
 
 
-def _fit(model, module, lr, epochs, x, y, callbacks=()):
+def _fit(model, module, lr, epochs, x, y, callbacks=(), wrap_optimizer=None):
     """Compiles ``model`` with Adam (Keras 3 or tf_keras ``module``) at ``lr`` (a
-    number or a schedule) and trains it; returns the training seconds."""
-    model.compile(module.optimizers.Adam(lr),
+    number or a schedule), wrapped by ``wrap_optimizer(adam)`` if given, and trains
+    it; returns the training seconds."""
+    optimizer = module.optimizers.Adam(lr)
+    model.compile(wrap_optimizer(optimizer) if wrap_optimizer else optimizer,
                   module.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     started = time.perf_counter()
@@ -361,6 +369,47 @@ def stage_dcil(model_name, sparsity, seed=0):
                           data)
 
 
+def stage_psg(model_name, sparsity, seed=0):
+    """tfcompress pruning + PSG onto a 4-bit grid (KQP's pruning and quantization
+    parts, 002 eq. 6.1-6.2, without DCIL and distillation): the ``ours`` stage
+    (unstructured, hard mode, global L2 threshold), and once the sparsity ramp has
+    ended the gradients of the active weights are scaled by ``λ_s·|w − Q(w)|`` toward
+    a per-channel ``SETTINGS["psg"]["bits"]``-bit grid of the active weights
+    (``mask_fn``: pruned weights keep their masked gradient). Exported as the other
+    stages (int8); the anatomy table moves its weights onto the grid."""
+    import keras
+
+    import tfcompress
+    from tfcompress import pruning
+
+    cfg, work, psg = SETTINGS["models"][model_name], WORK / model_name, SETTINGS["psg"]
+    keras.utils.set_random_seed(seed)
+    data = _data(model_name)
+    dense = keras.saving.load_model(_dense_path(model_name))
+    ours = SETTINGS["ours"]
+    ramp = _ramp(model_name, len(data[0]))
+    schedule = pruning.PolynomialDecay(0.0, sparsity, **ramp)
+    pruned = pruning.prune_model(dense, schedule=schedule, mode="hard",
+                                 threshold=ours["threshold"], criterion=ours["criterion"])
+    masks = {id(var): mask for layer in pruned.layers
+             if isinstance(layer, pruning.PruneWrapper) for _, var, _, mask in layer.targets}
+
+    def with_psg(adam):
+        return tfcompress.ScaledGradient(
+            adam, target=tfcompress.QuantizationGrid(bits=psg["bits"], per_channel=True),
+            lambda_s=psg["lambda_s"], mask_fn=lambda var: masks.get(id(var)), enabled=False)
+
+    steps_per_epoch = math.ceil(len(data[0]) / SETTINGS["batch"])
+    start_epoch = math.ceil(ramp["end_step"] / steps_per_epoch)
+    seconds = _fit(pruned, keras, _finetune_lr(model_name, keras, len(data[0])),
+                   cfg["finetune_epochs"], data[0], data[1],
+                   [pruning.UpdateMasks(), tfcompress.ScaledGradientSchedule(start_epoch)],
+                   wrap_optimizer=with_psg)
+    record = _pruned_record(pruning.strip(pruned), keras, work,
+                            _tag(f"ours_psg{psg['bits']}", sparsity, seed), seconds, data)
+    return {**record, "psg_start_epoch": start_epoch}
+
+
 def global_allocation(dense, sparsity):
     """Per-layer sparsities that one global magnitude threshold gives the dense kernels.
 
@@ -431,7 +480,7 @@ def stage_tfmot(model_name, sparsity, seed=0, allocation="layer"):
 STAGES = {"dense": stage_dense, "dense_more": stage_dense_more, "ours": stage_ours,
           "ours_feedback": functools.partial(stage_ours, mode="feedback"),
           "ours_block": functools.partial(stage_ours, block=True),
-          "ours_dcil": stage_dcil,
+          "ours_dcil": stage_dcil, "ours_psg": stage_psg,
           "tfmot": stage_tfmot,
           "tfmot_global": functools.partial(stage_tfmot, allocation="global")}
 
@@ -443,7 +492,7 @@ def _runs():
         for seed in cfg["finetune_seeds"]:
             yield ("dense_more", model_name, None, seed)
             for stage in ("ours", "ours_feedback", "ours_block", "tfmot", "tfmot_global",
-                          "ours_dcil"):
+                          "ours_dcil", "ours_psg"):
                 if stage.startswith("tfmot") and seed != SETTINGS["seed"]:
                     continue  # TFMOT rows are single-seed
                 for sparsity in cfg.get(stage, ()):
@@ -494,6 +543,9 @@ def _describe(label, record):
         library = "tfcompress, feedback (DPF) mode"
     elif label.startswith("ours_dcil"):
         library = "tfcompress, DCIL"
+    elif label.startswith("ours_psg"):
+        library = "tfcompress, PSG toward a {}-bit grid after the ramp".format(
+            SETTINGS["psg"]["bits"])
     elif label.startswith("ours_block"):
         library = "tfcompress, {}×{} blocks".format(*SETTINGS["block_shape"])
     elif label.startswith("tfmot_global"):
@@ -777,8 +829,21 @@ def _notes(missing):
         "blocks 93 % 30.4× at 5 bits (−1.89) and 32.8× at 4 bits (−7.92). So on "
         "ResNet-20 the size side has room to spare and the accuracy side is what is "
         "missing; 4-bit PTQ costs it 2.0-6.4 points more than the int8 file, which "
-        "training onto the grid (PSG, QAT) would have to win back — not measured "
-        "here. The goal asks more of "
+        "training onto the grid has to win back. The ours_psg stages measure that with "
+        "PSG (002 ch. 4; KQP's pruning + quantization parts, eq. 6.1-6.2): the ours "
+        "stage, and from the end of the sparsity ramp the active weights' gradients "
+        "scaled toward a per-channel 4-bit grid of the active weights (Adam, λ_s 1000, "
+        "not tuned). On ResNet-20 (resnet20_long, 12 PSG epochs) the weights' mean "
+        "distance to the 4-bit grid falls from 0.24 Δ (uniform: 0.25) to 0.08 Δ, and "
+        "the 4-bit file costs 0.43 point against the PSG model's own int8 file (plain "
+        "pruning: 2.03): 25.3× at −1.77 against 25.1× at −2.87 without PSG. The price "
+        "is the float model: PSG's int8 file is at −1.34 against −0.84 (its "
+        "clustered weights also gzip smaller: 22.1× against 19.6×). On the small CNN "
+        "(one PSG epoch, where 4-bit PTQ is already nearly free) PSG changes little "
+        "(4 bits: 36.0× at −0.20 against 36.3× at −0.34, seed 0). So PSG makes the "
+        "4-bit file nearly as good as its float model, as the source claims, but "
+        "does not lift ResNet-20's pruned accuracy, which is what the goal lacks. "
+        "The goal asks more of "
         "ResNet-20 than the primary source reports for it: 002 table 5.1 (CIFAR-10, full "
         "training schedule) has ResNet-20 at 92.36 % dense, DCIL 91.61 % (last) at 90 % "
         "and 90.54 % at 95 % (−0.75 and −1.82; DPF −1.48 and −4.35): about −1.4 at 93 % "

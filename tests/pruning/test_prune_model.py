@@ -120,3 +120,27 @@ def test_report_counts_params_and_macs():
     report = sparsity_report(pruned)
     assert report["global"]["params"] == 392 and report["total_params"] == model.count_params() + 72 + 320 + 6
     assert "prune_conv" in report["table"]
+
+
+def test_strip_of_a_model_compiled_with_a_closure_warns_and_keeps_weights():
+    """KQP-style training: a PSG optimizer whose mask_fn closes over the masks has a
+    compile config that cannot be rebuilt; strip still works (the clone is returned
+    uncompiled, with a warning) and bakes the masks in."""
+    import tfcompress
+
+    pruned = prune_model(_nested(), schedule=ConstantSparsity(0.5, 0, frequency=1))
+    masks = {id(var): mask for layer in pruned._flatten_layers()
+             if isinstance(layer, PruneWrapper) for _, var, _, mask in layer.targets}
+    optimizer = tfcompress.ScaledGradient(
+        keras.optimizers.SGD(0.01), tfcompress.QuantizationGrid(bits=4),
+        mask_fn=lambda var: masks.get(id(var)))
+    pruned.compile(optimizer, "mse")
+    pruned.fit(X, np.zeros((4, 3), "float32"), epochs=1, verbose=0,
+               callbacks=[tfcompress.UpdateMasks()])
+    with pytest.warns(UserWarning, match="returned uncompiled"):
+        stripped = strip(pruned)
+    assert not stripped.compiled and pruned.compiled
+    np.testing.assert_allclose(stripped.predict(X, verbose=0), pruned.predict(X, verbose=0),
+                               atol=1e-5)
+    head = stripped.get_layer("head").kernel.numpy()
+    assert abs((head == 0).mean() - 0.5) < 0.1
