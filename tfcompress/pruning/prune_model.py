@@ -88,7 +88,7 @@ def _compile_like(new_model, model):
         warnings.warn(
             f"The clone of model {model.name!r} is returned uncompiled: its compile "
             f"config could not be rebuilt ({type(error).__name__}: {str(error)[:200]}). "
-            "Compile it before fit/evaluate.", stacklevel=3)
+            "Compile it before fit/evaluate.", stacklevel=4)  # the caller of strip/prune_model
 
 
 def _resolve_groups(model, channel_groups, candidates, selected):
