@@ -310,17 +310,23 @@ def stage_dense_more(model_name, sparsity=None, seed=0):
             "train_seconds": seconds, "files": files}
 
 
-def stage_ours(model_name, sparsity, seed=0, mode=None, block=False):
+def stage_ours(model_name, sparsity, seed=0, mode=None, block=False, psg=False):
     """tfcompress: prune (global L2 threshold, cubic schedule) while fine-tuning.
 
     ``mode`` defaults to ``SETTINGS["ours"]["mode"]`` (``"hard"``, TFMOT's rule);
     ``"feedback"`` is DPF's: straight-through gradients reach the pruned weights, so
     a pruned weight can grow back and masks keep changing until the ramp ends.
     ``block=True`` prunes whole ``SETTINGS["block_shape"]`` blocks of each kernel's
-    matrix view instead of single weights.
+    matrix view instead of single weights. ``psg=True`` adds PSG (KQP's pruning and
+    quantization parts, 002 eq. 6.1-6.2, without DCIL and distillation): once the
+    sparsity ramp has ended, the gradients of the active weights are scaled by
+    ``λ_s·|w − Q(w)|`` toward a per-channel ``SETTINGS["psg"]["bits"]``-bit grid of the
+    active weights (``mask_fn``: pruned weights keep their masked gradient); the
+    anatomy table moves the exported weights onto that grid.
     """
     import keras
 
+    import tfcompress
     from tfcompress import pruning
 
     mode = mode or SETTINGS["ours"]["mode"]
@@ -335,13 +341,31 @@ def stage_ours(model_name, sparsity, seed=0, mode=None, block=False):
     data = _data(model_name)
     dense = keras.saving.load_model(_dense_path(model_name))
     ours = SETTINGS["ours"]
-    schedule = pruning.PolynomialDecay(0.0, sparsity, **_ramp(model_name, len(data[0])))
+    ramp = _ramp(model_name, len(data[0]))
+    schedule = pruning.PolynomialDecay(0.0, sparsity, **ramp)
     pruned = pruning.prune_model(dense, schedule=schedule, mode=mode, granularity=granularity,
                                  threshold=ours["threshold"], criterion=ours["criterion"])
+    callbacks, wrap_optimizer, extra = [pruning.UpdateMasks()], None, {}
+    if psg:
+        bits, masks = SETTINGS["psg"]["bits"], {
+            id(var): mask for layer in pruned.layers
+            if isinstance(layer, pruning.PruneWrapper) for _, var, _, mask in layer.targets}
+        prefix += f"_psg{bits}"
+
+        def wrap_optimizer(adam):
+            return tfcompress.ScaledGradient(
+                adam, target=tfcompress.QuantizationGrid(bits=bits, per_channel=True),
+                lambda_s=SETTINGS["psg"]["lambda_s"], mask_fn=lambda var: masks.get(id(var)),
+                enabled=False)
+
+        extra["psg_start_epoch"] = math.ceil(
+            ramp["end_step"] / math.ceil(len(data[0]) / SETTINGS["batch"]))
+        callbacks.append(tfcompress.ScaledGradientSchedule(extra["psg_start_epoch"]))
     seconds = _fit(pruned, keras, _finetune_lr(model_name, keras, len(data[0])),
-                   cfg["finetune_epochs"], data[0], data[1], [pruning.UpdateMasks()])
-    return _pruned_record(pruning.strip(pruned), keras, work, _tag(prefix, sparsity, seed),
-                          seconds, data)
+                   cfg["finetune_epochs"], data[0], data[1], callbacks, wrap_optimizer)
+    record = _pruned_record(pruning.strip(pruned), keras, work, _tag(prefix, sparsity, seed),
+                            seconds, data)
+    return {**record, **extra}
 
 
 def stage_dcil(model_name, sparsity, seed=0):
@@ -367,47 +391,6 @@ def stage_dcil(model_name, sparsity, seed=0):
     return _pruned_record(pruning.strip(net.pruned_model), keras, work,
                           _tag("ours_dcil", sparsity, seed), time.perf_counter() - started,
                           data)
-
-
-def stage_psg(model_name, sparsity, seed=0):
-    """tfcompress pruning + PSG onto a 4-bit grid (KQP's pruning and quantization
-    parts, 002 eq. 6.1-6.2, without DCIL and distillation): the ``ours`` stage
-    (unstructured, hard mode, global L2 threshold), and once the sparsity ramp has
-    ended the gradients of the active weights are scaled by ``λ_s·|w − Q(w)|`` toward
-    a per-channel ``SETTINGS["psg"]["bits"]``-bit grid of the active weights
-    (``mask_fn``: pruned weights keep their masked gradient). Exported as the other
-    stages (int8); the anatomy table moves its weights onto the grid."""
-    import keras
-
-    import tfcompress
-    from tfcompress import pruning
-
-    cfg, work, psg = SETTINGS["models"][model_name], WORK / model_name, SETTINGS["psg"]
-    keras.utils.set_random_seed(seed)
-    data = _data(model_name)
-    dense = keras.saving.load_model(_dense_path(model_name))
-    ours = SETTINGS["ours"]
-    ramp = _ramp(model_name, len(data[0]))
-    schedule = pruning.PolynomialDecay(0.0, sparsity, **ramp)
-    pruned = pruning.prune_model(dense, schedule=schedule, mode="hard",
-                                 threshold=ours["threshold"], criterion=ours["criterion"])
-    masks = {id(var): mask for layer in pruned.layers
-             if isinstance(layer, pruning.PruneWrapper) for _, var, _, mask in layer.targets}
-
-    def with_psg(adam):
-        return tfcompress.ScaledGradient(
-            adam, target=tfcompress.QuantizationGrid(bits=psg["bits"], per_channel=True),
-            lambda_s=psg["lambda_s"], mask_fn=lambda var: masks.get(id(var)), enabled=False)
-
-    steps_per_epoch = math.ceil(len(data[0]) / SETTINGS["batch"])
-    start_epoch = math.ceil(ramp["end_step"] / steps_per_epoch)
-    seconds = _fit(pruned, keras, _finetune_lr(model_name, keras, len(data[0])),
-                   cfg["finetune_epochs"], data[0], data[1],
-                   [pruning.UpdateMasks(), tfcompress.ScaledGradientSchedule(start_epoch)],
-                   wrap_optimizer=with_psg)
-    record = _pruned_record(pruning.strip(pruned), keras, work,
-                            _tag(f"ours_psg{psg['bits']}", sparsity, seed), seconds, data)
-    return {**record, "psg_start_epoch": start_epoch}
 
 
 def global_allocation(dense, sparsity):
@@ -480,7 +463,8 @@ def stage_tfmot(model_name, sparsity, seed=0, allocation="layer"):
 STAGES = {"dense": stage_dense, "dense_more": stage_dense_more, "ours": stage_ours,
           "ours_feedback": functools.partial(stage_ours, mode="feedback"),
           "ours_block": functools.partial(stage_ours, block=True),
-          "ours_dcil": stage_dcil, "ours_psg": stage_psg,
+          "ours_dcil": stage_dcil,
+          "ours_psg": functools.partial(stage_ours, psg=True),
           "tfmot": stage_tfmot,
           "tfmot_global": functools.partial(stage_tfmot, allocation="global")}
 
@@ -564,7 +548,17 @@ def _groups(records):
     return groups
 
 
-def _model_rows(model_name, records, xt):
+def _baseline(groups):
+    """``(gzipped bytes of the dense float file, the claims' accuracy baseline, the
+    dense model's accuracy)``: the baseline is the dense model trained on for the
+    fine-tuning epochs (``dense_more``, mean over its seeds), else the dense model."""
+    dense_acc = groups["dense_float"][0][1]["litert_accuracy"]
+    reference = [m[1]["litert_accuracy"] for m in groups.get("dense_more_float", [])]
+    return (_gzipped(groups["dense_float"][0][1]["path"]),
+            float(np.mean(reference or [dense_acc])), dense_acc)
+
+
+def _model_rows(model_name, groups, xt):
     """Rows of the files table and per-group figures (means over fine-tuning seeds).
 
     Sizes are compared with the dense float file; accuracy with the dense model
@@ -573,15 +567,12 @@ def _model_rows(model_name, records, xt):
     """
     import tfcompress
 
-    groups = _groups(records)
     first = {base: members[0] for base, members in groups.items()}
     stats, delegates = _latencies({base: m[1] for base, m in first.items()}, xt)
     gz = {base: [_gzipped(m[1]["path"]) for m in members] for base, members in groups.items()}
     accuracy = {base: [m[1]["litert_accuracy"] for m in members]
                 for base, members in groups.items()}
-    base_gz = gz["dense_float"][0]
-    dense_acc = accuracy["dense_float"][0]
-    base_acc = float(np.mean(accuracy.get("dense_more_float", [dense_acc])))
+    base_gz, base_acc, dense_acc = _baseline(groups)
     rows, figures = [], {}
     for base, (label, info, record) in first.items():
         r = tfcompress.report(info["path"], latency=False)
@@ -641,34 +632,32 @@ def _claims(model_name, figures):
     return claims
 
 
-def _anatomy_rows(model_name, records, xt, yt):
+def _anatomy_rows(model_name, groups, xt, yt):
     """Rows of the anatomy table for the settings' files of ``model_name`` (seed-0
     files): gzipped size, its fixed part (weights zeroed), and for each coarser weight
     grid the size and LiteRT accuracy (Δ against the claims' baseline)."""
     from bench import tflite_anatomy
 
-    groups = _groups(records)
     labels = [label for model, label in SETTINGS["anatomy"]["files"]
               if model == model_name and label in groups]
     if not labels:
         return []
-    base_gz = _gzipped(groups["dense_float"][0][1]["path"])
-    reference = groups.get("dense_more_float", groups["dense_float"])
-    base_acc = float(np.mean([m[1]["litert_accuracy"] for m in reference]))
+    base_gz, base_acc, _ = _baseline(groups)
     work = WORK / model_name / "anatomy"
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for label in labels:
         info = groups[label][0][1]
         fixed = _gzipped(tflite_anatomy.zero_weights(info["path"], work / f"{label}_zero.tflite"))
-        variants = [(8, info["path"], info["litert_accuracy"])]
+        variants = [(8, info["path"], info["litert_accuracy"], "-")]
         for bits in SETTINGS["anatomy"]["bits"]:
             path = tflite_anatomy.regrid(info["path"], work / f"{label}_w{bits}.tflite", bits)
-            variants.append((bits, path, litert_accuracy(path, xt, yt)[0]))
-        for bits, path, acc in variants:
+            variants.append((bits, path, litert_accuracy(path, xt, yt)[0],
+                             round(tflite_anatomy.grid_distance(info["path"], bits), 3)))
+        for bits, path, acc, distance in variants:
             size = _gzipped(path)
-            rows.append([model_name, label, bits, size, round(base_gz / size, 2), fixed,
-                         f"{fixed / size:.0%}", round(100 * acc, 2),
+            rows.append([model_name, label, bits, distance, size, round(base_gz / size, 2),
+                         fixed, f"{fixed / size:.0%}", round(100 * acc, 2),
                          round(100 * (acc - base_acc), 2)])
     return rows
 
@@ -682,7 +671,7 @@ def _anatomy_claims(rows):
              "goal": f"≥ {GOAL_RATIO:g}× at ≤ {GOAL_LOSS} point",
              "measured": f"{ratio:.1f}× at {delta:+.2f} points",
              "met": bool(ratio >= GOAL_RATIO and -delta <= GOAL_LOSS)}
-            for model, label, bits, _, ratio, _, _, _, delta in rows if bits < 8]
+            for model, label, bits, _, _, ratio, _, _, _, delta in rows if bits < 8]
 
 
 def _stage_key(record):
@@ -705,9 +694,10 @@ def aggregate():
         if not records or records[0]["stage"] != "dense":
             continue
         _, _, xt, yt = _data(model_name)
-        rows, figures = _model_rows(model_name, records, xt)
+        groups = _groups(records)
+        rows, figures = _model_rows(model_name, groups, xt)
         all_rows += rows
-        anatomy_rows += _anatomy_rows(model_name, records, xt, yt)
+        anatomy_rows += _anatomy_rows(model_name, groups, xt, yt)
         claims += _claims(model_name, figures)
         seconds[model_name] = {_stage_key(r): round(r["train_seconds"]) for r in records}
         tables.append({"title": f"{model_name}: Keras accuracy of each stage's model",
@@ -722,7 +712,9 @@ def aggregate():
                             "zeroed) and the int8 weights moved onto coarser per-channel "
                             "grids (weight-only PTQ of the file, no retraining; seed-0 "
                             "files)",
-                   "columns": ["model", "file", "weight grid bits", "gzipped",
+                   "columns": ["model", "file", "weight grid bits",
+                               "mean distance of the file's nonzero weights to that grid (Δ)",
+                               "gzipped",
                                "float gz ÷ gz", "fixed part gzipped", "fixed share",
                                "LiteRT accuracy %", "Δ points vs dense (same epochs)"],
                    "rows": anatomy_rows})
@@ -780,9 +772,9 @@ def _notes(missing):
         "in TFLite's OHWI and (out, in) layouts, so gzip codes one run of zeros per "
         "block instead of per weight): 90 % gives 20.3× at −2.66 — the size of "
         "unstructured 93 % with 0.8 point more accuracy — and 93 % gives 25.7× at −4.92; "
-        "sparse-encoded 4×1-block files stay on XNNPACK (0.33-0.38× the float latency "
-        "over the aggregations) where unstructured sparse-encoded ones fall back to the "
-        "built-in kernels (1.45-1.62×). "
+        "sparse-encoded 4×1-block files stay on XNNPACK (about a third of the float "
+        "latency in the table) where unstructured sparse-encoded ones fall back to the "
+        "built-in kernels (slower than the float file). "
         "So on ResNet-20 the size side of the goal is reached (block masks) and the "
         "accuracy side is not: after 6 fine-tuning epochs the pruned models end "
         "underfit (train accuracy 88 % for unstructured 93 % against 100 % for the dense "
@@ -834,7 +826,8 @@ def _notes(missing):
         "stage, and from the end of the sparsity ramp the active weights' gradients "
         "scaled toward a per-channel 4-bit grid of the active weights (Adam, λ_s 1000, "
         "not tuned). On ResNet-20 (resnet20_long, 12 PSG epochs) the weights' mean "
-        "distance to the 4-bit grid falls from 0.24 Δ (uniform: 0.25) to 0.08 Δ, and "
+        "distance to the 4-bit grid (anatomy table) falls from 0.24 Δ (uniform: 0.25) "
+        "to 0.08 Δ, and "
         "the 4-bit file costs 0.43 point against the PSG model's own int8 file (plain "
         "pruning: 2.03): 25.3× at −1.77 against 25.1× at −2.87 without PSG. The price "
         "is the float model: PSG's int8 file is at −1.34 against −0.84 (its "

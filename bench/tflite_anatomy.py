@@ -20,9 +20,6 @@ import pathlib
 
 import numpy as np
 
-_INT8 = 9  # tflite schema TensorType.INT8
-
-
 def _read(path):
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -38,10 +35,12 @@ def _write(model, path):
 
 def weight_tensors(model):
     """``(tensor, buffer)`` of every constant int8 weight tensor of rank 2 or 4."""
+    from tensorflow.lite.python.schema_py_generated import TensorType
+
     for subgraph in model.subgraphs:
         for tensor in subgraph.tensors:
             buffer = model.buffers[tensor.buffer]
-            if (tensor.type == _INT8 and len(tensor.shape) in (2, 4)
+            if (tensor.type == TensorType.INT8 and len(tensor.shape) in (2, 4)
                     and buffer.data is not None and len(buffer.data)):
                 yield tensor, buffer
 
@@ -63,14 +62,20 @@ def regrid_values(q, bits):
     Returns:
         int8 array of ``q``'s shape with at most ``2^bits − 1`` values per row.
     """
-    if not 2 <= bits <= 8:
-        raise ValueError(f"bits must be in [2, 8], got {bits!r}")
-    levels = 2 ** (bits - 1) - 1
-    rows = q.reshape(len(q), -1).astype(np.float32)
-    step = np.abs(rows).max(axis=1, keepdims=True) / levels
-    step[step == 0] = 1.0
+    rows, step = _rows_and_steps(q, bits)
     snapped = np.round(np.round(rows / step) * step)
     return np.clip(snapped, -127, 127).astype(np.int8).reshape(q.shape)
+
+
+def _rows_and_steps(q, bits):
+    """``q`` as float rows (one per channel) and each row's grid step ``Δ`` in int8
+    units: ``max|q| / (2^(bits-1) − 1)`` (1 for an all-zero row)."""
+    if not 2 <= bits <= 8:
+        raise ValueError(f"bits must be in [2, 8], got {bits!r}")
+    rows = q.reshape(len(q), -1).astype(np.float32)
+    step = np.abs(rows).max(axis=1, keepdims=True) / (2 ** (bits - 1) - 1)
+    step[step == 0] = 1.0
+    return rows, step
 
 
 def regrid(path, out, bits):
@@ -80,6 +85,19 @@ def regrid(path, out, bits):
         q, axis = _channels_first(tensor, buffer)
         buffer.data = np.moveaxis(regrid_values(q, bits), 0, axis).reshape(-1).view(np.uint8)
     return _write(model, out)
+
+
+def grid_distance(path, bits):
+    """Mean distance of the nonzero weights of ``path`` to their channel's ``bits``-bit
+    grid, in units of the grid step ``Δ`` (0: on the grid; 0.25: uniform between
+    grid points) — how far training has pulled the weights onto the grid (PSG)."""
+    total, count = 0.0, 0
+    for tensor, buffer in weight_tensors(_read(path)):
+        rows, step = _rows_and_steps(_channels_first(tensor, buffer)[0], bits)
+        units = (rows / step)[rows != 0]
+        total += float(np.abs(units - np.round(units)).sum())
+        count += units.size
+    return total / count if count else 0.0
 
 
 def zero_weights(path, out):

@@ -115,12 +115,13 @@ def test_sparse_int8_export_runs_in_litert(trained_digits_cnn, tmp_path):
 
 def _int8_weight_channels(path):
     """Rows (one per quantized channel) of every int8 weight tensor of a .tflite file."""
+    from tensorflow.lite.python.schema_py_generated import TensorType
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model(str(path))
     for tensor in model.subgraphs[0].tensors:
         data_ = model.buffers[tensor.buffer].data
-        if tensor.type == 9 and len(tensor.shape) in (2, 4) and data_ is not None and len(data_):
+        if tensor.type == TensorType.INT8 and len(tensor.shape) in (2, 4) and data_ is not None and len(data_):
             values = np.frombuffer(bytes(data_), np.int8).reshape(tensor.shape)
             values = np.moveaxis(values, tensor.quantization.quantizedDimension, 0)
             yield from values.reshape(len(values), -1)

@@ -101,3 +101,18 @@ def test_errors(small_cnn):
         quantize_weights(rnn, 4)
     qm = quantize_weights(rnn, 4, skip="rnn")
     assert len(np.unique(qm.layers[-1].kernel.numpy())) <= 15
+
+
+def test_quantize_weights_of_a_model_compiled_with_a_closure_warns_and_quantizes():
+    """A compile config that does not rebuild (a PSG optimizer scoped by a lambda) no
+    longer breaks the clone: the quantized model comes back uncompiled, with a warning."""
+    import tfcompress
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5), keras.layers.Dense(2)])
+    model.compile(tfcompress.ScaledGradient(keras.optimizers.SGD(0.01),
+                                            tfcompress.QuantizationGrid(bits=4),
+                                            variables=lambda var: True), "mse")
+    with pytest.warns(UserWarning, match="returned uncompiled"):
+        quantized = quantize_weights(model, bits=4, per_channel=True)
+    assert not quantized.compiled and model.compiled
+    assert max(len(np.unique(col)) for col in quantized.layers[0].kernel.numpy().T) <= 15

@@ -5,6 +5,7 @@ import warnings
 import keras
 import numpy as np
 
+from tfcompress._cloning import clone_model
 from tfcompress.kernels import _common
 from tfcompress.kernels.quantized_conv import QuantizedConv2D
 from tfcompress.kernels.quantized_dense import QuantizedDense
@@ -231,7 +232,7 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
         return new
 
     targets = {id(layer) for layer in _targets(model)}
-    converted = keras.models.clone_model(model, clone_function=clone)
+    converted = clone_model(model, clone_function=clone)
     for old, new in copies:
         if len(old.weights) != len(new.weights):
             raise ValueError(f"could not copy the weights of layer {old.name!r} "

@@ -34,6 +34,7 @@ import numbers
 import keras
 from keras import ops
 
+from tfcompress._cloning import clone_model
 from tfcompress.pruning import controller
 from tfcompress.pruning import registry
 from tfcompress.pruning import schedules as schedules_lib
@@ -194,7 +195,7 @@ def build_super_path(pruned_model, head):
             kwargs["path"] = "super"
         return layer(*args, **kwargs)
 
-    traced = keras.models.clone_model(
+    traced = clone_model(
         pruned_model, clone_function=clone_function, call_function=call_function
     )
     super_model = keras.Model(traced.input, traced.output, name=SUPER_PREFIX + pruned_model.name)

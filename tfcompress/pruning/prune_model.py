@@ -1,10 +1,8 @@
 """``prune_model``: clone a Sequential/functional model, wrapping its prunable layers."""
 
-import contextlib
-import warnings
-
 import keras
 
+from tfcompress._cloning import clone_model
 from tfcompress.pruning import registry
 from tfcompress.pruning.wrapper import PruneWrapper
 
@@ -47,10 +45,7 @@ def clone_with(model, clone_layer):
         pairs[id(layer)] = (layer, new)
         return new
 
-    with _cloned_uncompiled(model):
-        new_model = keras.models.clone_model(model, clone_function=clone_function,
-                                             recursive=True)
-    _compile_like(new_model, model)
+    new_model = clone_model(model, clone_function=clone_function, recursive=True)
     for original, new in pairs.values():
         if not original.built or not original.weights:
             continue
@@ -62,33 +57,6 @@ def clone_with(model, clone_layer):
         if dst.built:
             dst.set_weights(src.get_weights())
     return new_model, {k: v[1] for k, v in pairs.items()}
-
-
-@contextlib.contextmanager
-def _cloned_uncompiled(model):
-    """Hides ``model``'s compiled state from ``keras.models.clone_model``, which would
-    rebuild the clone's compile config inside the cloning and fail on one that does
-    not deserialize (e.g. a PSG optimizer holding a ``mask_fn`` closure)."""
-    compiled = getattr(model, "compiled", False)
-    model.compiled = False
-    try:
-        yield
-    finally:
-        model.compiled = compiled
-
-
-def _compile_like(new_model, model):
-    """Compiles ``new_model`` as ``model`` was, where its compile config rebuilds;
-    otherwise leaves it uncompiled with a warning saying why."""
-    if not getattr(model, "compiled", False):
-        return
-    try:
-        new_model.compile_from_config(model.get_compile_config())
-    except (ValueError, TypeError) as error:
-        warnings.warn(
-            f"The clone of model {model.name!r} is returned uncompiled: its compile "
-            f"config could not be rebuilt ({type(error).__name__}: {str(error)[:200]}). "
-            "Compile it before fit/evaluate.", stacklevel=4)  # the caller of strip/prune_model
 
 
 def _resolve_groups(model, channel_groups, candidates, selected):

@@ -80,6 +80,7 @@ import string
 import keras
 import numpy as np
 
+from tfcompress._cloning import clone_model
 from tfcompress.pruning._utils import to_numpy
 from tfcompress.pruning.controller import collect_wrappers
 from tfcompress.pruning.dcil import functional_view
@@ -765,8 +766,7 @@ def shrink(model, check=True, fold="bias_map"):
         position_biases.append((added, bias_map))
         return out
 
-    shrunk = keras.models.clone_model(plain, clone_function=clone_function,
-                                      call_function=call_function)
+    shrunk = clone_model(plain, clone_function=clone_function, call_function=call_function)
     for added, bias_map in position_biases:
         added.bias_map.assign(np.asarray(bias_map, dtype=added.bias_map.dtype))
     for key, (original, new) in pairs.items():

@@ -15,6 +15,7 @@ right axis:
 import keras
 from keras import ops
 
+from tfcompress._cloning import clone_model
 from tfcompress.quantization import quantizers as q
 
 # (kernel name, layout); layout: "out_last" / "out_second_last" / "depthwise"
@@ -226,7 +227,7 @@ def clone_with_weights(model, clone_function=None, call_function=None):
 
     if call_function is not None:
         model = as_functional(model)
-    clone = keras.models.clone_model(
+    clone = clone_model(
         model,
         input_tensors=named_inputs(model),
         clone_function=_clone,

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from tfcompress._cloning import clone_model
 from tfcompress.quantization import _registry as reg
 from tfcompress.quantization import quantizers as q
 from tfcompress.quantization.calibration import _check_method
@@ -138,7 +139,7 @@ def quantize_activations(
             recorded[layer.name] = args[0]
         return layer(*args, **kwargs)
 
-    graph = keras.models.clone_model(base, clone_function=lambda l: l, call_function=record)
+    graph = clone_model(base, clone_function=lambda l: l, call_function=record)
     names = list(recorded)
     probe = keras.Model(graph.input, [recorded[n] for n in names])
 
@@ -188,7 +189,7 @@ def quantize_activations(
             args = (fq(args[0]),) + args[1:]
         return layer(*args, **kwargs)
 
-    out = keras.models.clone_model(base, clone_function=lambda l: l, call_function=insert)
+    out = clone_model(base, clone_function=lambda l: l, call_function=insert)
     for n, fq in quantizers.items():
         fq.set_range(*ranges[n])
     return out

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from tfcompress._cloning import clone_model
 from tfcompress.quantization import _registry as reg
 
 __all__ = ["fold_batch_norms"]
@@ -115,7 +116,7 @@ def fold_batch_norms(model):
         calls.append((layer, _tensors((args, kwargs)), _tensors(outputs)))
         return outputs
 
-    traced = keras.models.clone_model(functional, clone_function=lambda l: l, call_function=record)
+    traced = clone_model(functional, clone_function=lambda l: l, call_function=record)
     producer, consumers, call_count = {}, {}, {}
     for layer, ins, outs in calls:
         call_count[id(layer)] = call_count.get(id(layer), 0) + 1
