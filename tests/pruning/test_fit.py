@@ -172,3 +172,29 @@ def test_pruning_summary_writes_tensorboard_scalars(tmp_path):
             tags[value.tag] = tf.make_ndarray(value.tensor)
     assert float(tags["sparsity/global"]) == pytest.approx(0.5, abs=0.005)
     assert "sparsity/prune_d1" in tags
+
+
+def test_pruned_student_of_a_keras_distiller_reaches_target_and_strips():
+    """Pruning while distilling: UpdateMasks finds the wrappers of a student nested in
+    ``keras.distillation.Distiller``, the teacher stays untouched, and the stripped
+    student keeps the masks."""
+    teacher = _small_model()
+    teacher_weights = [w.copy() for w in teacher.get_weights()]
+    student = prune_model(_small_model(), schedule=PolynomialDecay(0.0, 0.5, 0, 5, frequency=2))
+    distiller = keras.distillation.Distiller(
+        teacher=teacher, student=student,
+        distillation_losses=keras.distillation.LogitsDistillation(
+            temperature=4.0, loss=keras.losses.KLDivergence()))
+    _compile(distiller)
+    x, y = _small_data()
+    history = distiller.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[UpdateMasks()])
+    assert history.history["distillation_loss"][-1] >= 0.0  # a real KL, on the softmax
+    for w in student.layers[1:]:
+        assert w.sparsity() == pytest.approx(0.5, abs=0.005)
+    for before, after in zip(teacher_weights, teacher.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    stripped = strip(student)
+    for layer in stripped.layers[1:]:
+        assert np.mean(layer.kernel.numpy() == 0) == pytest.approx(0.5, abs=0.005)
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), student.predict(x, verbose=0),
+                               atol=1e-6)
