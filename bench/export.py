@@ -384,8 +384,12 @@ def stage_ours(model_name, sparsity, seed=0, mode=None, block=False, psg=False, 
     trained = pruned
     if kd:
         prefix += "_kd"
-        trained = _distiller(keras, keras.saving.load_model(_dense_more_path(model_name, seed)),
-                             pruned)
+        teacher = _dense_more_path(model_name, seed)
+        if not teacher.exists():  # dense_more records older than the teacher save
+            raise FileNotFoundError(f"{teacher} (the ours_kd teacher) is missing: delete "
+                                    f"{_record_path('dense_more', model_name, None, seed)} "
+                                    "and rerun, its stage saves the model")
+        trained = _distiller(keras, keras.saving.load_model(teacher), pruned)
     seconds = _fit(trained, keras, _finetune_lr(model_name, keras, len(data[0])),
                    cfg["finetune_epochs"], data[0], data[1], callbacks, wrap_optimizer)
     record = _pruned_record(pruning.strip(pruned), keras, work, _tag(prefix, sparsity, seed),
