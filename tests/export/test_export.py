@@ -156,3 +156,45 @@ def test_weight_grid_survives_int8_export_and_bn_folding(tmp_path):
     assert max(_values_per_channel(tmp_path / "w8.tflite")) > 15  # a lost grid would show
     four_bit_counts = _values_per_channel(tmp_path / "w4.tflite")
     assert len(four_bit_counts) == 8 + 10 and max(four_bit_counts) <= 15
+
+
+def test_power_of_two_scales_rejects_what_it_cannot_rewrite(trained_digits_cnn, tmp_path):
+    model, x, _ = trained_digits_cnn
+    for kwargs in ({"mode": "dynamic"}, {"mode": "int8", "sparsity": True}):
+        with pytest.raises(ValueError, match="power_of_two_scales=True needs mode='int8'"):
+            export.to_tflite(model, tmp_path / "p.tflite", power_of_two_scales=True,
+                             representative_data=data.representative_dataset(x, 10), **kwargs)
+    assert not list(tmp_path.iterdir())
+    float_file = export.to_tflite(model, tmp_path / "f.tflite").path
+    with pytest.raises(ValueError, match="full-integer int8 model"):
+        export.power_of_two_scales(open(float_file, "rb").read())
+
+
+def test_power_of_two_scales_is_idempotent(trained_digits_cnn, tmp_path):
+    model, x, xt = trained_digits_cnn
+    path = export.to_tflite(model, tmp_path / "p.tflite", mode="int8",
+                            representative_data=data.representative_dataset(x, 100),
+                            verify_data=xt, power_of_two_scales=True).path
+    once = open(path, "rb").read()
+    assert export.power_of_two_scales(once) == once
+
+
+def test_power_of_two_scales_on_a_coarser_grid(trained_digits_cnn, tmp_path):
+    """bits=4 leaves every weight in [-7, 7] on power-of-two scales, and the file still
+    runs close to the int8 one; bits outside 2..8 is refused by name."""
+    model, x, xt = trained_digits_cnn
+    path = export.to_tflite(model, tmp_path / "q.tflite", mode="int8",
+                            representative_data=data.representative_dataset(x, 100)).path
+    original = open(path, "rb").read()
+    four_bit = tmp_path / "q4.tflite"
+    four_bit.write_bytes(export.power_of_two_scales(original, bits=4))
+    rows = list(_int8_weight_channels(four_bit))
+    assert len(rows) == 8 + 10
+    assert max(np.abs(row.astype(int)).max() for row in rows) <= 7
+    assert min(np.abs(row.astype(int)).max() for row in rows) >= 4  # scale rounded up < 2×
+    agreement = np.mean(export.run_tflite(four_bit, xt).argmax(-1)
+                        == export.run_tflite(path, xt).argmax(-1))
+    assert agreement >= 0.9
+    assert export.power_of_two_scales(four_bit.read_bytes(), bits=4) == four_bit.read_bytes()
+    with pytest.raises(ValueError, match="bits=9"):
+        export.power_of_two_scales(original, bits=9)

@@ -9,6 +9,7 @@ from tfcompress.export.tflite import ExportResult
 from tfcompress.export.tflite import ExportVerificationError
 from tfcompress.export.tflite import run_tflite
 from tfcompress.export.tflite import to_tflite
+from tfcompress.export.tflite_scales import power_of_two_scales
 
 __all__ = ["ExportResult", "ExportVerificationError", "ModelReport", "atomic_output",
-           "report", "run_tflite", "to_saved_model", "to_tflite"]
+           "power_of_two_scales", "report", "run_tflite", "to_saved_model", "to_tflite"]

@@ -13,6 +13,7 @@ import pathlib
 import numpy as np
 
 from tfcompress.export.atomic import atomic_output
+from tfcompress.export.tflite_scales import power_of_two_scales as _power_of_two_scales
 
 MODES = ("float", "float16", "dynamic", "int8", "int16x8")
 # Default verification bars per mode: (max abs error on outputs, min top-1 agreement).
@@ -121,7 +122,8 @@ def run_tflite(model_path_or_bytes, inputs, num_threads=1):
 
 
 def to_tflite(model, path, mode="float", representative_data=None, sparsity=False,
-              verify_data=None, max_abs_error=None, min_top1_agreement=None):
+              verify_data=None, max_abs_error=None, min_top1_agreement=None,
+              power_of_two_scales=False):
     """Converts a Keras model to a ``.tflite`` file, verified in the LiteRT interpreter.
 
     Args:
@@ -138,12 +140,19 @@ def to_tflite(model, path, mode="float", representative_data=None, sparsity=Fals
             verification (not recommended).
         max_abs_error: tolerance on the largest output difference (default per mode).
         min_top1_agreement: tolerance on argmax agreement (default per mode).
+        power_of_two_scales: ``mode="int8"`` only: round every per-channel weight
+            scale up to a power of two and requantize the weights and biases to it
+            (:func:`tfcompress.export.tflite_scales.power_of_two_scales`): a smaller
+            gzipped file (the scales compress) for at most one bit of weight
+            precision. Verified like any export.
 
     Returns:
         An :class:`ExportResult`.
 
     Raises:
-        ValueError: unknown ``mode`` or missing ``representative_data``.
+        ValueError: unknown ``mode``, missing ``representative_data``, or
+            ``power_of_two_scales`` with a mode other than ``"int8"`` or with
+            ``sparsity``.
         ExportVerificationError: outputs beyond tolerance (no file is left).
 
     Example:
@@ -153,6 +162,11 @@ def to_tflite(model, path, mode="float", representative_data=None, sparsity=Fals
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; received: mode={mode!r}")
+    if power_of_two_scales and (mode != "int8" or sparsity):
+        raise ValueError(
+            "power_of_two_scales=True needs mode='int8' without sparsity (sparse-encoded "
+            "weights are stored without their channel layout); received: "
+            f"mode={mode!r}, sparsity={sparsity!r}")
     default_err, default_top1 = DEFAULT_TOLERANCE[mode]
     max_abs_error = default_err if max_abs_error is None else max_abs_error
     min_top1_agreement = default_top1 if min_top1_agreement is None else min_top1_agreement
@@ -160,6 +174,8 @@ def to_tflite(model, path, mode="float", representative_data=None, sparsity=Fals
         # The converter re-exports the model and prints its endpoints; keep stdout clean.
         with contextlib.redirect_stdout(io.StringIO()):
             flatbuffer = _converter(model, mode, representative_data, sparsity).convert()
+        if power_of_two_scales:
+            flatbuffer = _power_of_two_scales(flatbuffer)
         tmp.write_bytes(flatbuffer)
         error, agreement, samples = float("nan"), float("nan"), 0
         if verify_data is not None:
