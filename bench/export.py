@@ -723,15 +723,13 @@ def _anatomy_rows(model_name, groups, xt, yt):
             pot = work / f"{label}_pot{bits}.tflite"
             pot.write_bytes(export.power_of_two_scales(source.read_bytes(), bits=bits))
             variants.append(("power of two", bits, pot, "-"))
-        fixed = {}
         for scales, bits, path, distance in variants:
-            if scales not in fixed:
-                fixed[scales] = _gzipped(tflite_anatomy.zero_weights(
-                    path, work / f"{path.stem}_zero.tflite"))
+            # each file's own fixed part: power-of-two rewrites also rescale the biases
+            fixed = _gzipped(tflite_anatomy.zero_weights(path, work / f"{path.stem}_zero.tflite"))
             size = _gzipped(path)
             acc = info["litert_accuracy"] if path == source else litert_accuracy(path, xt, yt)[0]
             rows.append([model_name, label, scales, bits, distance, size,
-                         round(base_gz / size, 2), fixed[scales], f"{fixed[scales] / size:.0%}",
+                         round(base_gz / size, 2), fixed, f"{fixed / size:.0%}",
                          round(100 * acc, 2), round(100 * (acc - base_acc), 2)])
     return rows
 
