@@ -174,6 +174,9 @@ def bench_dense(batches, warmup, repeats, rng):
         in_rows, in_stats = _in_graph_rows(batch, layers, None, x, warmup, repeats,
                                            "float Dense")
         rows += in_rows
+        if batch > 1:  # batch 1 takes the weight-only product, not an int8 GEMM
+            rows += _gemm_bound_rows(batch, 1, DENSE_DIM, DENSE_DIM, warmup, repeats, rng,
+                                     shape="Dense")
         stats_by_batch[batch] = {**stats, **in_stats}
         print(f"dense batch {batch}: " + ", ".join(
             f"{n} {stats_by_batch[batch][n]['median_ms']:.2f} ms" for n in stats_by_batch[batch]
@@ -314,17 +317,19 @@ def bench_conv(batches, warmup, repeats, rng):
     return rows, stats_by_batch, _conv_probes()
 
 
-GEMM_FLOAT = "GEMM bound: float32 matmul at the im2col shape"
-GEMM_INT8 = "GEMM bound: int8×int8→int32 matmul at the im2col shape"
+GEMM_FLOAT = "GEMM bound: float32 matmul at the {} shape"
+GEMM_INT8 = "GEMM bound: int8×int8→int32 matmul at the {} shape"
 
 
-def _gemm_bound_rows(batch, pixels, k, n, warmup, repeats, rng):
+def _gemm_bound_rows(batch, pixels, k, n, warmup, repeats, rng, shape="im2col"):
     """The matrix product every im2col formulation must do, int8 vs float, alone.
 
     (batch·H·W, 9·C) × (9·C, F), chained ``CHAIN`` times in one XLA call (the
     product is fed back into the patch matrix's first F columns). If the int8
     product alone is not clearly faster than the float one, no im2col-based int8
     convolution can beat float Conv2D, whose own cost is about this product.
+    With ``pixels=1`` and ``shape="Dense"`` it is the (batch, in) × (in, units)
+    product of a Dense layer: the floor of any int8 × int8 Dense under XLA.
     """
     import tensorflow as tf
 
@@ -343,9 +348,10 @@ def _gemm_bound_rows(batch, pixels, k, n, warmup, repeats, rng):
     def pad(o):
         return tf.pad(o, [[0, 0], [0, k - n]])
 
-    fns = {GEMM_FLOAT: _chained(float_mm, pad), GEMM_INT8: _chained(int8_mm, pad)}
+    gemm_float, gemm_int8 = GEMM_FLOAT.format(shape), GEMM_INT8.format(shape)
+    fns = {gemm_float: _chained(float_mm, pad), gemm_int8: _chained(int8_mm, pad)}
     stats, _ = _time(fns, a, warmup, repeats)
-    base = stats[GEMM_FLOAT]
+    base = stats[gemm_float]
     # The product alone, one per call, on an int8 patch matrix given as input (no
     # quantization pass): the floor of any im2col formulation's matmul.
     a_f, a_q = tf.constant(a), tf.constant(np.clip(np.round(a * 40), -127, 127).astype("int8"))
@@ -363,7 +369,7 @@ def _gemm_bound_rows(batch, pixels, k, n, warmup, repeats, rng):
               round(alone["q"]["p75_ms"], 3), round(alone["q"]["ratio_to_baseline"], 3),
               round(alone["q"]["min_ms"] / alone["f"]["min_ms"], 3), None]]
     return extra + [[batch, f"{name} ({m}×{k}·{k}×{n}, ms per product, incl. int8 input quantization)"
-             if name == GEMM_INT8 else f"{name} ({m}×{k}·{k}×{n}, ms per product)",
+             if name == gemm_int8 else f"{name} ({m}×{k}·{k}×{n}, ms per product)",
              round(stats[name]["median_ms"] / CHAIN, 3), round(stats[name]["p25_ms"] / CHAIN, 3),
              round(stats[name]["p75_ms"] / CHAIN, 3),
              round(stats[name]["median_ms"] / base["median_ms"], 3),
@@ -635,6 +641,15 @@ def _measure_once(args, repeats, batches):
     for b in batches:
         claims.append(claim(f"QuantizedDense int8 (static) ÷ float Dense, batch {b}", "≤ 0.55",
                             0.55, dense_stats[b], "QuantizedDense int8 static", "float Dense"))
+    for b in batches[1:]:
+        gemm_q = next(r for r in dense_rows
+                      if r[0] == b and r[1].startswith(GEMM_INT8.format("Dense")))
+        claims.append({
+            "claim": ("Floor of any int8 × int8 Dense under XLA, in-graph: the int8 GEMM at "
+                      "the Dense shape (with its input quantization) ÷ the float GEMM, both "
+                      f"chained in one XLA call, batch {b}"),
+            "goal": "context: at or above 0.55, no formulation on XLA's int8 GEMM can meet "
+                    "the 0.55 goal", "limit": None, "value": gemm_q[5], "per_call": None})
     for b in batches:
         claims.append(claim(
             f"QuantizedDense int8 (dynamic, like Keras) ÷ Keras int8 Dense, batch {b}", "≤ 1.0",
@@ -653,7 +668,8 @@ def _measure_once(args, repeats, batches):
             "goal": floor_goal, "limit": None,
             "value": gemm_q / conv_stats[b]["float Conv2D"]["median_ms"], "per_call": None})
     for b in batches:
-        gemm_q = next(r[2] for r in conv_rows if r[0] == b and r[1].startswith(GEMM_INT8))
+        gemm_q = next(r[2] for r in conv_rows
+                      if r[0] == b and r[1].startswith(GEMM_INT8.format("im2col")))
         float_conv = conv_stats[b][IN_GRAPH + "float Conv2D"]["median_ms"] / CHAIN
         claims.append({
             "claim": ("Floor of any im2col int8 convolution, in-graph: the int8 GEMM at the "
@@ -748,6 +764,10 @@ def run_timing(args):
          "rows": sparse_rows},
     ]
     load = f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+
+    def measured(prefix):
+        return next(f"{c['measured']:.2f}" for c in claims if c["claim"].startswith(prefix))
+
     notes = (
         f"Load average of the 2-core machine during this run: {load}. The claims are "
         f"the median over {len(per_run)} full timing passes (each pass's value listed); the "
@@ -775,32 +795,42 @@ def run_timing(args):
         "(Keras's) to a strided loop (the 'input-major' and Keras rows at batch 1); "
         "at batch 1 QuantizedDense multiplies the float input row by the int8 weights "
         "(one fused pass over 4× fewer bytes), since XLA would fuse the input "
-        "quantization into that pass and recompute it per output. Weight-only int8 "
+        "quantization into that pass and recompute it per output. The row is first "
+        "divided by its max |x| (undone on the outputs): XLA's CPU fusion pass keeps "
+        "a division out of a consumer that reuses its elements, so the row is "
+        "materialized once; without it the pass fused the previous layer's epilogue "
+        "(scale, bias, ReLU, the chain's residual) into the dot loop and recomputed it "
+        "for every one of the 2048 outputs, which made the in-graph batch-1 layer 2× "
+        "slower (0.57 of float on the Xeon run of kernels.json at commit 5ce8a2b, "
+        "where per call it was 0.52). Weight-only int8 "
         "(float compute) is only faster than float at batch 1; at batch 2-16 XLA fuses "
         "the int8→float conversion into a loop-emitted dot that is slower than float. "
         "Int4 packs pairs of output rows per byte; decoding fuses into the batch-1 dot. "
         "Conv: tf.nn.conv2d has no int8 kernel under XLA and extract_patches no XLA "
         "kernel at all (probes); QuantizedConv2D uses one XLA int8×int8→int32 "
-        "convolution (XlaConvV2), which XLA's CPU backend emits as a loop nest, not a "
-        "tuned library call. Why no int8 formulation reaches 0.8 under XLA on this CPU: "
-        "the CPU has AVX-512 VNNI (environment.cpu_simd), but XLA's CPU backend has "
-        "no int8 route to oneDNN (its oneDNN contraction rewriter takes F32/BF16/F16 "
-        "only), so an int8 dot or convolution runs on "
-        "XLA's own emitted loops or Eigen's generic integer GEMM, without VNNI's "
-        "int8 dot-product instructions. The GEMM rows time the (N·H·W, 288) × (288, "
-        "64) product alone, and the int8 product on an already-int8 patch matrix is "
-        "not meaningfully faster than the float one (see the 'GEMM alone' rows), while "
-        "XLA's float Conv2D is itself faster than that float GEMM (it never builds the "
-        "9×-larger patch matrix). Every im2col variant pays the GEMM plus the patch "
-        "matrix (the 3-matmul-per-row variant a 3× one, the per-tap variant 9 thin "
-        "GEMMs with K = 32), so in-graph all of them land above float and per call "
-        "none reaches 0.8 (the last pass's table); the per-call GEMM-alone floor "
-        "rows are dominated by dispatch at batch 1 and swing between passes "
-        "(0.37-1.04 over the sessions' runs, below 0.8 in some), the in-graph floor "
-        "rows — the cost inside a model — stay above 1.1 in every pass; the XLA int8 "
-        "convolution (the layer) ties float Conv2D. The int8 gain of the Dense layer "
-        "is memory traffic (a 2048×2048 kernel, 4× fewer bytes), which a 3×3×32×64 "
-        "convolution kernel (18k weights) does not have. "
+        "convolution (XlaConvV2). XLA's CPU backend has no int8 route to oneDNN (its "
+        "oneDNN contraction rewriter takes F32/BF16/F16 only), so every int8 product "
+        "-- the convolution, the int8 dot, an im2col GEMM -- runs on XLA's own loops "
+        "or Eigen's generic integer kernels, without VNNI's int8 dot-product "
+        "instructions even where the CPU has them (environment.cpu_simd). What int8 "
+        "then gains over float depends on the CPU's float throughput, and the two "
+        "machines these benchmarks have run on differ: on the Intel Xeon of the "
+        "previous run (kernels.json at commit 5ce8a2b) the int8 convolution tied float "
+        "Conv2D (0.96 / 0.94 in-graph, batch 1 / 64), the int8 GEMM at the im2col shape "
+        "was slower than float (1.17 / 1.38) and the int8 Dense GEMM at batch 64 ran at "
+        f"0.37 of float; on this run's CPU (environment.cpu) the int8 convolution runs "
+        f"at {measured('QuantizedConv2D int8 (static) ÷ float Conv2D, batch 1')} / "
+        f"{measured('QuantizedConv2D int8 (static) ÷ float Conv2D, batch 64')} of float "
+        "and the int8 Dense GEMM at batch 64 at "
+        f"{measured('Floor of any int8 × int8 Dense')} of the float GEMM. The Dense "
+        "'GEMM bound' rows time that product alone (with its input quantization): the "
+        "floor of any QuantizedDense formulation on XLA's int8 GEMM. The "
+        "GEMM rows of the conv table time the (N·H·W, 288) × (288, 64) product every "
+        "im2col formulation must perform; XLA's float Conv2D never builds that 9×-larger "
+        "patch matrix, which is why no im2col variant beats the XLA int8 convolution. "
+        "At batch 1 a float Dense reads a 16 MB kernel and the int8 layer 4 MB; "
+        "chained (the in-graph rows), one layer's kernel can stay in a large L3 cache, "
+        "which narrows the gap. "
         "Sparse: gather → batched 32×32 block matmul → unsorted_segment_sum."
     )
     path = harness.RESULTS_DIR / "kernels.json"

@@ -1,6 +1,8 @@
 """QuantizedDense: matches the float Dense within the quantization rounding bound,
 eager and under XLA, for odd shapes, batch 1, N-D inputs, int8 and packed int4."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -133,3 +135,24 @@ def test_varying_batch_sizes_share_one_relaxed_trace():
         dx = input_step(x, "none" if rows == 1 else "static", 0.02)
         simulated = fake_quant_input(x, dx) @ kernel + dense.bias.numpy()
         np.testing.assert_allclose(q(x).numpy(), simulated, rtol=1e-4, atol=1e-4)
+
+
+def test_batch1_product_does_not_recompute_the_previous_layer():
+    """Two chained batch-1 layers under XLA: the fused int8 -> float dot loop of the
+    second reads the first one's output as a buffer instead of recomputing its
+    epilogue (scale, bias, ReLU) once per output — the cause of a 2× slowdown
+    (bench/kernels, in-graph rows)."""
+    rng = np.random.default_rng(6)
+    dense = _float_dense(64, 64, "relu", rng)
+    first = QuantizedDense.from_dense(dense, activations_scale=0.02, name="first")
+    second = QuantizedDense.from_dense(dense, activations_scale=0.02, name="second")
+    chained = tf.function(lambda x: second(first(x)), jit_compile=True)
+    x = tf.constant(rng.standard_normal((1, 64)).astype("float32"))
+    hlo = chained.experimental_get_compiler_ir(x)(stage="optimized_hlo")
+    computations = [c for c in re.split(r"\n(?=\S)", hlo) if " dot(" in c]
+    assert len(computations) == 2
+    for computation in computations:
+        opcodes = set(re.findall(r"= \S+ (\w[\w-]*)\(", computation))
+        assert opcodes <= {"parameter", "bitcast", "convert", "dot"}, computation
+    np.testing.assert_allclose(chained(x).numpy(), second(first(x)).numpy(),
+                               rtol=1e-5, atol=1e-6)
