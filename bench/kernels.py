@@ -376,6 +376,53 @@ def _gemm_bound_rows(batch, pixels, k, n, warmup, repeats, rng, shape="im2col"):
              round(stats[name]["min_ms"] / base["min_ms"], 3), None] for name in fns]
 
 
+CHANNEL_CASES = ((1, 16), (1, 32), (3, 16), (3, 32), (4, 16), (16, 16), (16, 32),
+                 (32, 16), (32, 32))
+
+
+def bench_conv_channels(batches, warmup, repeats, rng):
+    """QuantizedConv2D ÷ float Conv2D on 28×28 inputs, 3×3 same, across channel
+    counts (per call): XLA's int8 convolution vectorizes the input-channel sum in
+    fours, so the layer zero-pads other counts (the 'unpadded' column is the same
+    int8 convolution without that padding)."""
+    import keras
+    import tensorflow as tf
+
+    from tfcompress.kernels import QuantizedConv2D
+    from tfcompress.kernels._conv import xla_conv
+
+    rows = []
+    for c_in, c_out in CHANNEL_CASES:
+        conv = keras.layers.Conv2D(c_out, 3, padding="same", activation="relu")
+        conv.build((None,) + CONV_SHAPE[:2] + (c_in,))
+        layer = QuantizedConv2D.from_conv2d(conv, activations_scale=0.02)
+
+        def unpadded(x, layer=layer):
+            x_q = tf.cast(tf.clip_by_value(tf.round(x / layer.input_scale.value), -127.0,
+                                           127.0), tf.int8)
+            acc = xla_conv(x_q, layer.kernel.value, (1, 1), [[1, 1], [1, 1]], (1, 1), 1,
+                           tf.int32)
+            return tf.nn.relu(tf.cast(acc, tf.float32) * (layer.input_scale.value
+                                                          * layer.kernel_scale.value)
+                              + layer.bias.value)
+
+        fns = {"float": _jit(conv), "int8": _jit(layer)}
+        if c_in % 4:
+            fns["unpadded"] = _jit(unpadded)
+        for batch in batches:
+            x = rng.standard_normal((batch,) + CONV_SHAPE[:2] + (c_in,)).astype("float32")
+            stats, _ = _time(fns, x, warmup, repeats)
+            rows.append([batch, c_in, c_out, round(stats["float"]["median_ms"], 3),
+                         round(stats["int8"]["median_ms"], 3),
+                         round(stats["int8"]["ratio_to_baseline"], 2),
+                         round(stats["unpadded"]["ratio_to_baseline"], 2)
+                         if "unpadded" in stats else None])
+            print(f"conv channels {c_in}→{c_out} batch {batch}: int8 ÷ float "
+                  f"{rows[-1][5]}" + (f", unpadded {rows[-1][6]}" if c_in % 4 else ""),
+                  flush=True)
+    return rows
+
+
 # --------------------------------------------------------------------------- sparse
 def _block_sparse(rng, sparsity):
     kb, nb = DENSE_DIM // BLOCK[0], DENSE_DIM // BLOCK[1]
@@ -625,6 +672,7 @@ def _measure_once(args, repeats, batches):
     dense_rows, dense_stats = bench_dense(batches, args.warmup, repeats, rng)
     conv_rows, conv_stats, probes = bench_conv(batches, args.warmup, repeats, rng)
     sparse_rows, sparse_stats = bench_sparse(batches, args.warmup, repeats, rng)
+    channel_rows = bench_conv_channels(batches, args.warmup, repeats, rng)
 
     def ratio(stats, name, base, in_graph):
         prefix = IN_GRAPH if in_graph else ""
@@ -694,7 +742,7 @@ def _measure_once(args, repeats, batches):
         "SparseDense 95 % ÷ dense, batch 64": net(
             sparse_stats[64], "SparseDense 95%", "dense (float Dense)"),
     }
-    return (dense_rows, conv_rows, sparse_rows), probes, claims, net_ratios
+    return (dense_rows, conv_rows, sparse_rows, channel_rows), probes, claims, net_ratios
 
 
 def _median_claims(per_run):
@@ -731,7 +779,7 @@ def run_timing(args):
     per_run, net_runs = [], []
     for run in range(1 if args.quick else args.runs):
         print(f"timing run {run + 1}", flush=True)
-        (dense_rows, conv_rows, sparse_rows), probes, raw, net_ratios = _measure_once(
+        (dense_rows, conv_rows, sparse_rows, channel_rows), probes, raw, net_ratios = _measure_once(
             args, repeats, batches)
         per_run.append(raw)
         net_runs.append(net_ratios)
@@ -755,6 +803,11 @@ def run_timing(args):
         {"title": f"Conv2D {CONV_SHAPE[0]}×{CONV_SHAPE[1]}×{CONV_SHAPE[2]}→{CONV_FILTERS}, "
                   "3×3 same + ReLU under XLA (layers and alternative int8 formulations)",
          "columns": columns, "rows": conv_rows},
+        {"title": f"QuantizedConv2D int8 (static) ÷ float Conv2D by channel count, "
+                  f"{CONV_SHAPE[0]}×{CONV_SHAPE[1]}, 3×3 same + ReLU, one layer per call",
+         "columns": ["batch", "input channels", "filters", "float ms", "int8 ms",
+                     "int8 ÷ float", "int8 without channel padding ÷ float"],
+         "rows": channel_rows},
         {"title": "Int8 convolution ops probed under XLA", "columns": ["op", "outcome"],
          "rows": [[k, v] for k, v in probes.items()]},
         {"title": f"SparseDense {DENSE_DIM}→{DENSE_DIM}, {BLOCK[0]}×{BLOCK[1]} blocks, "

@@ -90,6 +90,11 @@ def test_tutorial_01_prune_and_export(tmp_path, monkeypatch):
     assert (r["tflite_accuracy"]["pruned_int8_grid5.tflite"]
             > r["tflite_accuracy"]["pruned_int8.tflite"] - 0.03)
     assert (tmp_path / "tutorial01_out" / "pruned_saved_model" / "saved_model.pb").is_file()
+    # The int8 XLA model (kernels.convert) predicts like the float one and round-trips.
+    assert r["xla_int8_agreement"] >= 0.95
+    assert abs(r["xla_int8_accuracy"] - r["pruned_accuracy"]) < 0.03
+    assert r["xla_int8_roundtrip_equal"] is True
+    assert (tmp_path / "tutorial01_out" / "pruned_int8_xla.keras").is_file()
 
 
 @pytest.mark.slow

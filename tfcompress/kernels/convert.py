@@ -138,6 +138,16 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
     quantization-aware training); ``quantize=None, sparse=True`` is exact up to
     float summation order (~1e-5).
 
+    Speed (CPU, under XLA; ``bench/kernels``): XLA's int8 convolution and int8 GEMM
+    run on its own loops and Eigen, not on VNNI, so what int8 gains over float
+    depends on the CPU and the layer's shape. Convolutions with few channels can run
+    *slower* than float — on the AMD EPYC of the last run, 3×3 convolutions with
+    16 filters and at most 16 input channels took 1.2-4× the float time (the
+    'by channel count' table); input channels are zero-padded to a multiple of 4,
+    without which a 1- or 3-channel first layer is 1.4-2× slower. Time the
+    converted model where it will serve; ``input_quantization="none"`` keeps the
+    int8 storage with float compute (float speed).
+
     Args:
         model: a functional or Sequential Keras model whose pruning masks are
             already baked in (``tfcompress.strip``); wrappers are rejected.
