@@ -156,3 +156,27 @@ def test_batch1_product_does_not_recompute_the_previous_layer():
         assert opcodes <= {"parameter", "bitcast", "convert", "dot"}, computation
     np.testing.assert_allclose(chained(x).numpy(), second(first(x)).numpy(),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_batch1_product_after_flatten_reads_a_2d_row():
+    """After Flatten (of a pooled feature map) the row must reach the dot loop as a
+    plain 2-D buffer: read through a view of the N-D buffer, XLA's loop does N-D
+    index arithmetic that LLVM does not vectorize (2× slower)."""
+    rng = np.random.default_rng(8)
+    inputs = keras.Input((4, 4, 8))
+    pooled = keras.layers.MaxPooling2D()(keras.layers.ReLU()(inputs))
+    dense = keras.layers.Dense(16)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(pooled)))
+    q = QuantizedDense.from_dense(dense, activations_scale=0.02)
+    fn = tf.function(lambda x: q(keras.layers.Flatten()(tf.nn.max_pool2d(
+        tf.nn.relu(x), 2, 2, "VALID"))), jit_compile=True)
+    x = tf.constant(rng.standard_normal((1, 4, 4, 8)).astype("float32"))
+    hlo = fn.experimental_get_compiler_ir(x)(stage="optimized_hlo")
+    (computation,) = [c for c in re.split(r"\n(?=\S)", hlo) if " dot(" in c]
+    shapes = re.findall(r"= f32\[([\d,]*)\]\{[\d,]*\} parameter\(", computation)
+    # one row: at most one dimension longer than 1 (size-1 dimensions cost no index math)
+    assert shapes and all(sum(int(d) > 1 for d in s.split(",")) <= 1 for s in shapes), (
+        computation)
+    reference = model(x).numpy()
+    assert_within(fn(x).numpy(), reference,
+                  np.abs(reference).max() * 0.05 + 1e-6)

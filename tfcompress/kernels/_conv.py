@@ -72,23 +72,35 @@ def xla_conv(x, w, strides, pads, dilation, groups, preferred_element_type):
                       preferred_element_type=preferred_element_type, use_v2=True)
 
 
-# XLA's CPU loop for an int8 convolution vectorizes the input-channel reduction in
-# fours: with a channel count that is not a multiple of 4 (an RGB or grayscale first
-# layer) it runs 2-3.5x slower than float, with a multiple of 4 faster than float
-# (bench/kernels, table 'by channel count').
+# XLA's CPU int8 convolution is fast only for some channel counts (bench/kernels,
+# table 'by channel count'): input channels that are not a multiple of 4 (an RGB or
+# grayscale first layer) and fewer than 32 filters each make it 1.5-4x slower than
+# float. Zero channels and zero filters change no output, so the ungrouped int8
+# convolution is padded to 4·k input channels and at least 32 filters, the extra
+# outputs sliced off.
 _INT8_CHANNEL_MULTIPLE = 4
+_INT8_MIN_FILTERS = 32
 
 
-def pad_input_channels(x_q, w, channels, groups):
-    """Zero-pads the ``channels`` input channels of ``x_q`` (NHWC) and ``w`` (HWIO) to
-    a multiple of 4 for an ungrouped convolution; the added zero products change no
-    output. ``channels`` is static: the traced shape may be relaxed to unknown."""
-    extra = -channels % _INT8_CHANNEL_MULTIPLE
-    if groups != 1 or extra == 0:
-        return x_q, w
+def pad_channels(x_q, w, in_channels, out_channels, groups):
+    """Zero-pads ``x_q`` (NHWC) and ``w`` (HWIO) as described above.
+
+    The channel counts are static arguments: the traced shapes of the shared
+    compiled core may be relaxed to unknown.
+
+    Returns:
+        ``(x_q, w, out)``: the padded tensors and the number of filters of ``w``.
+    """
+    if groups != 1:
+        return x_q, w, out_channels
     tf = _common.tf()
-    x_q = tf.pad(x_q, [[0, 0], [0, 0], [0, 0], [0, extra]])
-    return x_q, tf.pad(w, [[0, 0], [0, 0], [0, extra], [0, 0]])
+    extra_in = -in_channels % _INT8_CHANNEL_MULTIPLE
+    extra_out = max(_INT8_MIN_FILTERS - out_channels, 0)
+    if extra_in:
+        x_q = tf.pad(x_q, [[0, 0], [0, 0], [0, 0], [0, extra_in]])
+    if extra_in or extra_out:
+        w = tf.pad(w, [[0, 0], [0, 0], [0, extra_in], [0, extra_out]])
+    return x_q, w, out_channels + extra_out
 
 
 def conv_core(x, kernel, kernel_scale, input_scale, *, bits, in_channels, out_channels,
@@ -105,8 +117,10 @@ def conv_core(x, kernel, kernel_scale, input_scale, *, bits, in_channels, out_ch
         w_float = tf.cast(w, tf.float32) * kernel_scale
         return xla_conv(x, w_float, strides, pads, dilation, groups, tf.float32)
     x_q, scale = _common.quantize_inputs(x, mode, input_scale, axes=(1, 2, 3))
-    x_q, w = pad_input_channels(x_q, w, in_channels, groups)
+    x_q, w, filters = pad_channels(x_q, w, in_channels, out_channels, groups)
     acc = xla_conv(x_q, w, strides, pads, dilation, groups, tf.int32)
+    if filters != out_channels:
+        acc = acc[..., :out_channels]
     return tf.cast(acc, tf.float32) * (scale * kernel_scale)
 
 
