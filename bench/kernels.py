@@ -382,9 +382,9 @@ CHANNEL_CASES = ((1, 16), (1, 32), (3, 16), (3, 32), (4, 16), (16, 16), (16, 32)
 
 def bench_conv_channels(batches, warmup, repeats, rng):
     """QuantizedConv2D ÷ float Conv2D on 28×28 inputs, 3×3 same, across channel
-    counts (per call): XLA's int8 convolution vectorizes the input-channel sum in
-    fours, so the layer zero-pads other counts (the 'unpadded' column is the same
-    int8 convolution without that padding)."""
+    counts (per call): the layer zero-pads its int8 convolution to a multiple of 4
+    input channels and at least 32 filters (the 'unpadded' column is the same int8
+    convolution without that padding)."""
     import keras
     import tensorflow as tf
 
@@ -407,7 +407,8 @@ def bench_conv_channels(batches, warmup, repeats, rng):
                               + layer.bias.value)
 
         fns = {"float": _jit(conv), "int8": _jit(layer)}
-        if c_in % 4:
+        padded = c_in % 4 or c_out < 32
+        if padded:
             fns["unpadded"] = _jit(unpadded)
         for batch in batches:
             x = rng.standard_normal((batch,) + CONV_SHAPE[:2] + (c_in,)).astype("float32")
@@ -418,7 +419,7 @@ def bench_conv_channels(batches, warmup, repeats, rng):
                          round(stats["unpadded"]["ratio_to_baseline"], 2)
                          if "unpadded" in stats else None])
             print(f"conv channels {c_in}→{c_out} batch {batch}: int8 ÷ float "
-                  f"{rows[-1][5]}" + (f", unpadded {rows[-1][6]}" if c_in % 4 else ""),
+                  f"{rows[-1][5]}" + (f", unpadded {rows[-1][6]}" if padded else ""),
                   flush=True)
     return rows
 
