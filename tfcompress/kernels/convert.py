@@ -140,13 +140,14 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
 
     Speed (CPU, under XLA; ``bench/kernels``): XLA's int8 convolution and int8 GEMM
     run on its own loops and Eigen, not on VNNI, so what int8 gains over float
-    depends on the CPU and the layer's shape. Convolutions with few channels can run
-    *slower* than float — on the AMD EPYC of the last run, 3×3 convolutions with
-    16 filters and at most 16 input channels took 1.2-4× the float time (the
-    'by channel count' table); input channels are zero-padded to a multiple of 4,
-    without which a 1- or 3-channel first layer is 1.4-2× slower. Time the
-    converted model where it will serve; ``input_quantization="none"`` keeps the
-    int8 storage with float compute (float speed).
+    depends on the CPU and the layer's shape. The int8 convolution is padded to a
+    multiple of 4 input channels and at least 32 filters, the shapes XLA runs
+    fast (unpadded, a 16-filter convolution on 16 channels took 5.1× the float
+    time at batch 64 on the AMD EPYC of the last run; padded 1.03×). Converted
+    whole models ran at 0.72-1.07 of the float model's time at batch 1 and
+    0.83-0.88 at batch 64 there (small CNN, ResNet-8, ResNet-20): small layers gain
+    little, so time the converted model where it will serve;
+    ``input_quantization="none"`` keeps the int8 storage with float compute.
 
     Args:
         model: a functional or Sequential Keras model whose pruning masks are
