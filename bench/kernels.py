@@ -424,6 +424,49 @@ def bench_conv_channels(batches, warmup, repeats, rng):
     return rows
 
 
+DEPTHWISE_CHANNELS = (16, 32, 64)
+
+
+def bench_depthwise(batches, warmup, repeats, rng):
+    """QuantizedDepthwiseConv2D (sum over kernel taps) ÷ float DepthwiseConv2D, 3×3
+    same on 28×28, per call, next to the grouped int8 XLA convolution (one channel
+    per group) the layer used before."""
+    import keras
+    import tensorflow as tf
+
+    from tfcompress.kernels import QuantizedDepthwiseConv2D
+    from tfcompress.kernels._conv import xla_conv
+
+    rows = []
+    for channels in DEPTHWISE_CHANNELS:
+        float_layer = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")
+        float_layer.build((None,) + CONV_SHAPE[:2] + (channels,))
+        layer = QuantizedDepthwiseConv2D.from_depthwise_conv2d(float_layer,
+                                                               activations_scale=0.02)
+
+        def grouped(x, layer=layer, channels=channels):
+            x_q = tf.cast(tf.clip_by_value(tf.round(x / layer.input_scale.value), -127.0,
+                                           127.0), tf.int8)
+            acc = xla_conv(x_q, layer.kernel.value, (1, 1), [[1, 1], [1, 1]], (1, 1),
+                           channels, tf.int32)
+            return tf.nn.relu(tf.cast(acc, tf.float32) * (layer.input_scale.value
+                                                          * layer.kernel_scale.value)
+                              + layer.bias.value)
+
+        fns = {"float": _jit(float_layer), "int8": _jit(layer), "grouped": _jit(grouped)}
+        for batch in batches:
+            x = rng.standard_normal((batch,) + CONV_SHAPE[:2] + (channels,)).astype("float32")
+            stats, outputs = _time(fns, x, warmup, repeats)
+            rows.append([batch, channels, round(stats["float"]["median_ms"], 3),
+                         round(stats["int8"]["median_ms"], 3),
+                         round(stats["int8"]["ratio_to_baseline"], 3),
+                         round(stats["grouped"]["ratio_to_baseline"], 2),
+                         round(_rel_err(outputs["int8"], outputs["float"]), 4)])
+            print(f"depthwise {channels} batch {batch}: int8 ÷ float {rows[-1][4]}, "
+                  f"grouped {rows[-1][5]}", flush=True)
+    return rows
+
+
 MODELS = ("small_cnn", "resnet8", "resnet20")
 
 
@@ -697,7 +740,7 @@ def _claim(text, goal, value, limit):
 
 
 def _measure_once(args, repeats, batches):
-    """One full timing pass: ``((dense, conv, sparse, channel, model rows), probes,
+    """One full timing pass: ``((dense, conv, sparse, channel, model, depthwise rows), probes,
     raw claims, net-of-floor ratios)``; a raw claim carries its in-graph
     and per-call ratios."""
     import keras
@@ -709,6 +752,7 @@ def _measure_once(args, repeats, batches):
     sparse_rows, sparse_stats = bench_sparse(batches, args.warmup, repeats, rng)
     channel_rows = bench_conv_channels(batches, args.warmup, repeats, rng)
     model_rows = bench_models(batches, args.warmup, repeats, rng)
+    depthwise_rows = bench_depthwise(batches, args.warmup, repeats, rng)
 
     def ratio(stats, name, base, in_graph):
         prefix = IN_GRAPH if in_graph else ""
@@ -778,8 +822,8 @@ def _measure_once(args, repeats, batches):
         "SparseDense 95 % ÷ dense, batch 64": net(
             sparse_stats[64], "SparseDense 95%", "dense (float Dense)"),
     }
-    return ((dense_rows, conv_rows, sparse_rows, channel_rows, model_rows), probes, claims,
-            net_ratios)
+    return ((dense_rows, conv_rows, sparse_rows, channel_rows, model_rows, depthwise_rows),
+            probes, claims, net_ratios)
 
 
 def _median_claims(per_run):
@@ -816,8 +860,8 @@ def run_timing(args):
     per_run, net_runs = [], []
     for run in range(1 if args.quick else args.runs):
         print(f"timing run {run + 1}", flush=True)
-        (dense_rows, conv_rows, sparse_rows, channel_rows, model_rows), probes, raw, \
-            net_ratios = _measure_once(
+        (dense_rows, conv_rows, sparse_rows, channel_rows, model_rows, depthwise_rows), \
+            probes, raw, net_ratios = _measure_once(
             args, repeats, batches)
         per_run.append(raw)
         net_runs.append(net_ratios)
@@ -846,6 +890,11 @@ def run_timing(args):
          "columns": ["batch", "input channels", "filters", "float ms", "int8 ms",
                      "int8 ÷ float", "int8 without channel padding ÷ float"],
          "rows": channel_rows},
+        {"title": f"QuantizedDepthwiseConv2D int8 (static) ÷ float DepthwiseConv2D, "
+                  f"{CONV_SHAPE[0]}×{CONV_SHAPE[1]}, 3×3 same + ReLU, one layer per call",
+         "columns": ["batch", "channels", "float ms", "int8 ms", "int8 ÷ float",
+                     "grouped int8 XLA convolution ÷ float", "max |Δ| / max |float|"],
+         "rows": depthwise_rows},
         {"title": "Whole models under XLA: kernels.convert(model, quantize='int8', "
                   "calibrated) ÷ the float model, one XLA call",
          "columns": ["batch", "model", "float ms", "int8 ms", "int8 ÷ float (median)",
@@ -937,6 +986,10 @@ def run_timing(args):
         "scales calibrated on 64 random images), weights at initialization, so it "
         "measures speed only; the top-1 agreement of random-weight models is a "
         "sanity check, not an accuracy (tests/kernels and tutorial 01 check that). "
+        "Depthwise table: XLA runs DepthwiseConv2D (float) and a grouped int8 "
+        "convolution with one channel per group as scalar loop nests; "
+        "QuantizedDepthwiseConv2D sums the kernel taps' strided windows times their "
+        "weights instead (exact integer arithmetic in float32), one vectorized loop. "
         "Layers XLA runs slower in int8 than in float (few channels, tiny Dense "
         "layers at batch 1) can make a small model no faster than float."
     )

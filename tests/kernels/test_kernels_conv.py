@@ -80,8 +80,12 @@ def test_conv_matches_float_within_rounding_bound(case, mode, bits):
 @pytest.mark.parametrize("mode,bits,kwargs", [
     ("dynamic", 8, dict(kernel_size=3, padding="same", depth_multiplier=2)),
     ("static", 4, dict(kernel_size=(3, 5), strides=2, padding="valid")),
+    ("none", 8, dict(kernel_size=3, padding="same", dilation_rate=2, depth_multiplier=3)),
+    ("static", 8, dict(kernel_size=(2, 3), strides=2, padding="same")),
 ])
 def test_depthwise_matches_float_within_rounding_bound(mode, bits, kwargs):
+    """Depthwise layers run as a sum over kernel taps (conv_core); exact integer
+    arithmetic in float, so the same bound as the int8 × int8 → int32 path."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 9, 10, 3)).astype("float32")
     layer = keras.layers.DepthwiseConv2D(**kwargs)
@@ -94,7 +98,8 @@ def test_depthwise_matches_float_within_rounding_bound(mode, bits, kwargs):
 
     def linear(a, w):
         return tf.nn.depthwise_conv2d(tf.constant(a, tf.float64), tf.constant(w, tf.float64),
-                                      strides, layer.padding.upper()).numpy()
+                                      strides, layer.padding.upper(),
+                                      dilations=layer.dilation_rate).numpy()
 
     np.testing.assert_allclose(layer(x).numpy(),
                                linear(x, layer.kernel.numpy()) + layer.bias.numpy(),
@@ -161,3 +166,17 @@ def test_int8_channels_padded_for_xla():
         assert f"s8[2,6,6,{padded}]" in hlo, convolutions[0]
         np.testing.assert_allclose(fn(x).numpy(), layers[channels](x).numpy(),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_depthwise_taps_with_varying_input_sizes():
+    """The shared compiled core is retraced with unknown spatial sizes after a few
+    shapes: the tap sum then slices with sizes computed in the graph."""
+    rng = np.random.default_rng(9)
+    layer = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2)
+    layer.build((None, None, None, 3))
+    q = QuantizedDepthwiseConv2D.from_depthwise_conv2d(layer, input_quantization="none")
+    for shape in ((1, 9, 9, 3), (2, 7, 8, 3), (1, 12, 5, 3), (3, 6, 6, 3), (1, 5, 11, 3)):
+        x = rng.standard_normal(shape).astype("float32")
+        reference = layer(x).numpy()
+        np.testing.assert_allclose(q(x).numpy(), reference,
+                                   atol=0.02 * np.abs(reference).max())

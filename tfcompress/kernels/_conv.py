@@ -7,8 +7,12 @@ accumulation (``XlaConvV2`` with ``preferred_element_type=int32``, NHWC × HWIO)
 then rescaled once (``input_scale · kernel_scale``). On this CPU, im2col
 formulations (shifted slices concatenated along channels, or one int8 matmul per
 kernel tap) lose to it: materializing the ``kh·kw``-times larger patch matrix costs
-more than the int8 matmul saves.
+more than the int8 matmul saves. Depthwise layers are the exception: XLA runs a
+grouped convolution with one channel per group as a scalar loop nest, so they are
+computed as a sum over kernel taps (:func:`depthwise_taps`).
 """
+
+import functools
 
 from tfcompress.kernels import _common
 from tfcompress.kernels.packing import unpack_int4_graph
@@ -103,15 +107,57 @@ def pad_channels(x_q, w, in_channels, out_channels, groups):
     return x_q, w, out_channels + extra_out
 
 
+def depthwise_taps(x, w, kernel_size, strides, pads, dilation, multiplier):
+    """A depthwise convolution as a sum over kernel taps of strided windows of ``x``
+    times that tap's per-channel weights (``w`` HWIO ``(kh, kw, 1, C·m)``).
+
+    XLA's CPU backend runs a grouped convolution with one channel per group as a
+    scalar loop nest, float or int8 (bench/kernels, depthwise table); this sum is
+    one elementwise loop vectorized over channels.
+    Called with integer-valued float tensors it is exact: every partial sum of
+    int8 × int8 products stays below 2^24 for kernels up to 32×32 taps.
+    """
+    tf = _common.tf()
+    x = tf.pad(x, tf.concat([[[0, 0]], tf.convert_to_tensor(pads, tf.int32), [[0, 0]]], 0)
+               if not isinstance(pads, list) else [[0, 0], pads[0], pads[1], [0, 0]])
+    if multiplier > 1:  # output channel c·m + k reads input channel c
+        x = tf.repeat(x, multiplier, axis=-1)
+    shape = tf.shape(x)
+    spans = []
+    for axis in (0, 1):
+        effective = (kernel_size[axis] - 1) * dilation[axis] + 1
+        out = (shape[1 + axis] - effective) // strides[axis] + 1
+        spans.append((out - 1) * strides[axis] + 1)
+    y = None
+    for i in range(kernel_size[0]):
+        for j in range(kernel_size[1]):
+            top, left = i * dilation[0], j * dilation[1]
+            window = x[:, top:top + spans[0]:strides[0], left:left + spans[1]:strides[1], :]
+            term = window * w[i, j, 0]
+            y = term if y is None else y + term
+    return y
+
+
 def conv_core(x, kernel, kernel_scale, input_scale, *, bits, in_channels, out_channels,
               kernel_size, strides, padding, dilation, groups, mode):
     """``x`` NHWC float32 -> NHWC float32, without bias or activation.
 
     ``kernel`` is HWIO int8 (for ``bits=4``: packed along the output-channel axis).
+    A depthwise layer (one input channel per group) takes :func:`depthwise_taps`,
+    on the quantized input's integer values when the inputs are quantized.
     """
     tf = _common.tf()
     w = kernel if bits == 8 else unpack_int4_graph(kernel, out_channels, axis=3)
     pads = explicit_padding(x, kernel_size, strides, dilation, padding)
+    if groups > 1 and groups == in_channels:
+        taps = functools.partial(depthwise_taps, kernel_size=kernel_size, strides=strides,
+                                 pads=pads, dilation=dilation,
+                                 multiplier=out_channels // in_channels)
+        if mode == "none":
+            return taps(x, tf.cast(w, tf.float32) * kernel_scale)
+        x_q, scale = _common.quantize_inputs(x, mode, input_scale, axes=(1, 2, 3))
+        acc = taps(tf.cast(x_q, tf.float32), tf.cast(w, tf.float32))
+        return acc * (scale * kernel_scale)
     if mode == "none":
         # Weight-only: dequantize the (small) kernel, convolve in float.
         w_float = tf.cast(w, tf.float32) * kernel_scale

@@ -119,8 +119,9 @@ class _QuantizedConvBase(keras.layers.Layer):
         x = _common.as_float32(inputs)
         core = _common.compiled(
             _conv.conv_core, bits=self.bits, in_channels=self.in_channels,
-            out_channels=self.out_channels, kernel_size=self.kernel_size, strides=self.strides, padding=self.padding,
-            dilation=self.dilation_rate, groups=self.groups_, mode=self.input_quantization)
+            out_channels=self.out_channels, kernel_size=self.kernel_size,
+            strides=self.strides, padding=self.padding, dilation=self.dilation_rate,
+            groups=self.groups_, mode=self.input_quantization)
         y = core(x, _common.read(self.kernel), _common.read(self.kernel_scale),
                  _common.read(self.input_scale))
         return _common.finish_output(self, y)

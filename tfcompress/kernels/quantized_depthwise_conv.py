@@ -12,8 +12,12 @@ from tfcompress.kernels.quantized_conv import check_conv_layer
 class QuantizedDepthwiseConv2D(_QuantizedConvBase):
     """Inference DepthwiseConv2D on int8 / packed-int4 weights, computed under XLA.
 
-    Computed as one grouped XLA convolution (``feature_group_count = channels``)
-    with int8 inputs and int32 accumulation. The kernel is stored HWIO
+    Computed as a sum over the kernel taps of strided windows of the (int8-valued)
+    input times each tap's int8 weights, in exact integer arithmetic on float32
+    (:func:`tfcompress.kernels._conv.depthwise_taps`): XLA's CPU backend runs a
+    grouped convolution with one channel per group as a scalar loop nest, several
+    times slower even than its float DepthwiseConv2D, which is itself slower than
+    this layer (bench/kernels, depthwise table). The kernel is stored HWIO
     ``(kh, kw, 1, channels · depth_multiplier)`` — Keras's depthwise kernel
     ``(kh, kw, channels, depth_multiplier)`` reshaped, output channel ``c · m + k``
     as in TensorFlow — with one scale per output channel; ``bits=4`` packs pairs of
