@@ -395,7 +395,10 @@ def bench_conv_channels(batches, warmup, repeats, rng):
     for c_in, c_out in CHANNEL_CASES:
         conv = keras.layers.Conv2D(c_out, 3, padding="same", activation="relu")
         conv.build((None,) + CONV_SHAPE[:2] + (c_in,))
-        layer = QuantizedConv2D.from_conv2d(conv, activations_scale=0.02)
+        # max |x| / 127 of the random-normal inputs, as in the other tables
+        scale = float(np.abs(rng.standard_normal((256,) + CONV_SHAPE[:2] + (c_in,))).max()
+                      / 127)
+        layer = QuantizedConv2D.from_conv2d(conv, activations_scale=scale)
 
         def unpadded(x, layer=layer):
             x_q = tf.cast(tf.clip_by_value(tf.round(x / layer.input_scale.value), -127.0,
@@ -441,8 +444,10 @@ def bench_depthwise(batches, warmup, repeats, rng):
     for channels in DEPTHWISE_CHANNELS:
         float_layer = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")
         float_layer.build((None,) + CONV_SHAPE[:2] + (channels,))
+        scale = float(np.abs(rng.standard_normal((256,) + CONV_SHAPE[:2] + (channels,)))
+                      .max() / 127)
         layer = QuantizedDepthwiseConv2D.from_depthwise_conv2d(float_layer,
-                                                               activations_scale=0.02)
+                                                               activations_scale=scale)
 
         def grouped(x, layer=layer, channels=channels):
             x_q = tf.cast(tf.clip_by_value(tf.round(x / layer.input_scale.value), -127.0,
