@@ -380,39 +380,50 @@ CHANNEL_CASES = ((1, 16), (1, 32), (3, 16), (3, 32), (4, 16), (16, 16), (16, 32)
                  (32, 16), (32, 32))
 
 
+def _input_scale(rng, channels):
+    """Static int8 input scale: max |x| / 127 of random-normal 28×28 inputs."""
+    sample = rng.standard_normal((256,) + CONV_SHAPE[:2] + (channels,))
+    return float(np.abs(sample).max() / 127)
+
+
+def _plain_int8_conv(layer, groups):
+    """The layer's static int8 3×3 same convolution as one plain XLA convolution:
+    no channel padding, no sum over taps (what the layer replaced)."""
+    import tensorflow as tf
+
+    from tfcompress.kernels import _common
+    from tfcompress.kernels._conv import xla_conv
+
+    def conv(x):
+        x_q, scale = _common.quantize_inputs(x, "static", layer.input_scale.value)
+        acc = xla_conv(x_q, layer.kernel.value, (1, 1), [[1, 1], [1, 1]], (1, 1), groups,
+                       tf.int32)
+        return tf.nn.relu(tf.cast(acc, tf.float32) * (scale * layer.kernel_scale.value)
+                          + layer.bias.value)
+
+    return _jit(conv)
+
+
 def bench_conv_channels(batches, warmup, repeats, rng):
     """QuantizedConv2D ÷ float Conv2D on 28×28 inputs, 3×3 same, across channel
     counts (per call): the layer zero-pads its int8 convolution to a multiple of 4
     input channels and at least 32 filters (the 'unpadded' column is the same int8
     convolution without that padding)."""
     import keras
-    import tensorflow as tf
 
     from tfcompress.kernels import QuantizedConv2D
-    from tfcompress.kernels._conv import xla_conv
+    from tfcompress.kernels._conv import INT8_CHANNEL_MULTIPLE
+    from tfcompress.kernels._conv import INT8_MIN_FILTERS
 
     rows = []
     for c_in, c_out in CHANNEL_CASES:
         conv = keras.layers.Conv2D(c_out, 3, padding="same", activation="relu")
         conv.build((None,) + CONV_SHAPE[:2] + (c_in,))
-        # max |x| / 127 of the random-normal inputs, as in the other tables
-        scale = float(np.abs(rng.standard_normal((256,) + CONV_SHAPE[:2] + (c_in,))).max()
-                      / 127)
-        layer = QuantizedConv2D.from_conv2d(conv, activations_scale=scale)
-
-        def unpadded(x, layer=layer):
-            x_q = tf.cast(tf.clip_by_value(tf.round(x / layer.input_scale.value), -127.0,
-                                           127.0), tf.int8)
-            acc = xla_conv(x_q, layer.kernel.value, (1, 1), [[1, 1], [1, 1]], (1, 1), 1,
-                           tf.int32)
-            return tf.nn.relu(tf.cast(acc, tf.float32) * (layer.input_scale.value
-                                                          * layer.kernel_scale.value)
-                              + layer.bias.value)
-
+        layer = QuantizedConv2D.from_conv2d(conv, activations_scale=_input_scale(rng, c_in))
         fns = {"float": _jit(conv), "int8": _jit(layer)}
-        padded = c_in % 4 or c_out < 32
+        padded = c_in % INT8_CHANNEL_MULTIPLE or c_out < INT8_MIN_FILTERS
         if padded:
-            fns["unpadded"] = _jit(unpadded)
+            fns["unpadded"] = _plain_int8_conv(layer, groups=1)
         for batch in batches:
             x = rng.standard_normal((batch,) + CONV_SHAPE[:2] + (c_in,)).astype("float32")
             stats, _ = _time(fns, x, warmup, repeats)
@@ -435,30 +446,17 @@ def bench_depthwise(batches, warmup, repeats, rng):
     same on 28×28, per call, next to the grouped int8 XLA convolution (one channel
     per group) the layer used before."""
     import keras
-    import tensorflow as tf
 
     from tfcompress.kernels import QuantizedDepthwiseConv2D
-    from tfcompress.kernels._conv import xla_conv
 
     rows = []
     for channels in DEPTHWISE_CHANNELS:
         float_layer = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")
         float_layer.build((None,) + CONV_SHAPE[:2] + (channels,))
-        scale = float(np.abs(rng.standard_normal((256,) + CONV_SHAPE[:2] + (channels,)))
-                      .max() / 127)
-        layer = QuantizedDepthwiseConv2D.from_depthwise_conv2d(float_layer,
-                                                               activations_scale=scale)
-
-        def grouped(x, layer=layer, channels=channels):
-            x_q = tf.cast(tf.clip_by_value(tf.round(x / layer.input_scale.value), -127.0,
-                                           127.0), tf.int8)
-            acc = xla_conv(x_q, layer.kernel.value, (1, 1), [[1, 1], [1, 1]], (1, 1),
-                           channels, tf.int32)
-            return tf.nn.relu(tf.cast(acc, tf.float32) * (layer.input_scale.value
-                                                          * layer.kernel_scale.value)
-                              + layer.bias.value)
-
-        fns = {"float": _jit(float_layer), "int8": _jit(layer), "grouped": _jit(grouped)}
+        layer = QuantizedDepthwiseConv2D.from_depthwise_conv2d(
+            float_layer, activations_scale=_input_scale(rng, channels))
+        fns = {"float": _jit(float_layer), "int8": _jit(layer),
+               "grouped": _plain_int8_conv(layer, groups=channels)}
         for batch in batches:
             x = rng.standard_normal((batch,) + CONV_SHAPE[:2] + (channels,)).astype("float32")
             stats, outputs = _time(fns, x, warmup, repeats)

@@ -78,12 +78,12 @@ def xla_conv(x, w, strides, pads, dilation, groups, preferred_element_type):
 
 # XLA's CPU int8 convolution is fast only for some channel counts (bench/kernels,
 # table 'by channel count'): input channels that are not a multiple of 4 (an RGB or
-# grayscale first layer) and fewer than 32 filters each make it 1.5-4x slower than
+# grayscale first layer) or fewer than 32 filters made it up to 5x slower than
 # float. Zero channels and zero filters change no output, so the ungrouped int8
 # convolution is padded to 4·k input channels and at least 32 filters, the extra
 # outputs sliced off.
-_INT8_CHANNEL_MULTIPLE = 4
-_INT8_MIN_FILTERS = 32
+INT8_CHANNEL_MULTIPLE = 4
+INT8_MIN_FILTERS = 32
 
 
 def pad_channels(x_q, w, in_channels, out_channels, groups):
@@ -98,8 +98,8 @@ def pad_channels(x_q, w, in_channels, out_channels, groups):
     if groups != 1:
         return x_q, w, out_channels
     tf = _common.tf()
-    extra_in = -in_channels % _INT8_CHANNEL_MULTIPLE
-    extra_out = max(_INT8_MIN_FILTERS - out_channels, 0)
+    extra_in = -in_channels % INT8_CHANNEL_MULTIPLE
+    extra_out = max(INT8_MIN_FILTERS - out_channels, 0)
     if extra_in:
         x_q = tf.pad(x_q, [[0, 0], [0, 0], [0, 0], [0, extra_in]])
     if extra_in or extra_out:
@@ -118,8 +118,7 @@ def depthwise_taps(x, w, kernel_size, strides, pads, dilation, multiplier):
     int8 × int8 products stays below 2^24 for kernels up to 32×32 taps.
     """
     tf = _common.tf()
-    x = tf.pad(x, tf.concat([[[0, 0]], tf.convert_to_tensor(pads, tf.int32), [[0, 0]]], 0)
-               if not isinstance(pads, list) else [[0, 0], pads[0], pads[1], [0, 0]])
+    x = tf.pad(x, tf.concat([[[0, 0]], pads, [[0, 0]]], axis=0))
     if multiplier > 1:  # output channel c·m + k reads input channel c
         x = tf.repeat(x, multiplier, axis=-1)
     shape = tf.shape(x)
