@@ -180,3 +180,22 @@ def test_batch1_product_after_flatten_reads_a_2d_row():
     reference = model(x).numpy()
     assert_within(fn(x).numpy(), reference,
                   np.abs(reference).max() * 0.05 + 1e-6)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_weight_only_batch_is_one_float_gemm_on_row_major_inputs(bits):
+    """A weight-only batch dequantizes the kernel once and runs one float GEMM
+    contracting the inputs' last axis. Taking the batch-1 row path instead made
+    XLA lay the gathered rows out input-major, a transposed-operand GEMM 10×
+    slower than float Dense at batch 64 (bench/kernels)."""
+    rng = np.random.default_rng(9)
+    dense = _float_dense(64, 48, "relu", rng)
+    q = QuantizedDense.from_dense(dense, bits=bits, input_quantization="none")
+    fn = tf.function(q, jit_compile=True)
+    x = tf.constant(rng.standard_normal((16, 64)).astype("float32"))
+    hlo = fn.experimental_get_compiler_ir(x)(stage="optimized_hlo")
+    dots = re.findall(r"= f32\[16,48\]\S* dot\(([^)]*)\), lhs_contracting_dims=\{(\d)\}", hlo)
+    assert dots and all(lhs_dim == "1" for _, lhs_dim in dots), hlo
+    assert " gather(" not in hlo
+    reference = x.numpy() @ q.dequantized_kernel() + dense.bias.numpy()
+    np.testing.assert_allclose(fn(x).numpy(), np.maximum(reference, 0), rtol=1e-4, atol=1e-4)

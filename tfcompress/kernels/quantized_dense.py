@@ -38,6 +38,18 @@ def _weight_only(x, kernel, kernel_scale, input_scale=None):
     return y * (row_scale * kernel_scale)
 
 
+def _dequantized_gemm(x, kernel, kernel_scale):
+    """Weight-only product of a batch: ``(x · float(W)ᵀ) · s_w``, one float GEMM.
+
+    The int8 -> float conversion of the kernel is materialized once per call: the
+    row-at-a-time form of :func:`_weight_only` makes XLA lay the gathered rows out
+    input-major, a transposed-operand GEMM 10× slower than float Dense at batch 64
+    (bench/kernels).
+    """
+    tf = _common.tf()
+    return tf.linalg.matmul(x, tf.cast(kernel, tf.float32), transpose_b=True) * kernel_scale
+
+
 def _int8_inputs(x, kernel, kernel_scale, input_scale, mode):
     tf = _common.tf()
     x_q, scale = _common.quantize_inputs(x, mode, input_scale, axes=(-1,))
@@ -54,6 +66,8 @@ def _dense_core(x, kernel, kernel_scale, input_scale, bits, units, mode):
     quantization of the input row; with float inputs (materialized, see
     :func:`_weight_only`) that pass vectorizes as float FMAs and runs 2–5× faster
     than XLA's int8 × int8 → int32 loop, which LLVM does not turn into VNNI.
+    A batch takes the int8 GEMM (:func:`_int8_inputs`), or, weight-only, one float
+    GEMM on the dequantized kernel (:func:`_dequantized_gemm`).
     """
     tf = _common.tf()
     if bits == 4:
@@ -61,15 +75,16 @@ def _dense_core(x, kernel, kernel_scale, input_scale, bits, units, mode):
         # planes, which XLA fuses into the batch-1 dot.
         kernel = unpack_int4_graph(kernel, units, axis=0)
     if mode == "none":
-        return _weight_only(x, kernel, kernel_scale)
+        def batched():
+            return _dequantized_gemm(x, kernel, kernel_scale)
+    else:
+        def batched():
+            return _int8_inputs(x, kernel, kernel_scale, input_scale, mode)
     rows = x.shape[0]
     if rows is not None:
-        if rows == 1:
-            return _weight_only(x, kernel, kernel_scale, input_scale)
-        return _int8_inputs(x, kernel, kernel_scale, input_scale, mode)
+        return _weight_only(x, kernel, kernel_scale, input_scale) if rows == 1 else batched()
     return tf.cond(tf.equal(tf.shape(x)[0], 1),
-                   lambda: _weight_only(x, kernel, kernel_scale, input_scale),
-                   lambda: _int8_inputs(x, kernel, kernel_scale, input_scale, mode))
+                   lambda: _weight_only(x, kernel, kernel_scale, input_scale), batched)
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
