@@ -377,7 +377,7 @@ def _gemm_bound_rows(batch, pixels, k, n, warmup, repeats, rng, shape="im2col"):
 
 
 CHANNEL_CASES = ((1, 16), (1, 32), (3, 16), (3, 32), (4, 16), (16, 16), (16, 32),
-                 (32, 16), (32, 32))
+                 (24, 16), (32, 16), (32, 32), (64, 16))
 
 
 def _input_scale(rng, channels):
@@ -386,18 +386,22 @@ def _input_scale(rng, channels):
     return float(np.abs(sample).max() / 127)
 
 
-def _plain_int8_conv(layer, groups):
-    """The layer's static int8 3×3 same convolution as one plain XLA convolution:
-    no channel padding, no sum over taps (what the layer replaced)."""
+def _plain_int8_conv(layer, groups, extra_in=0, extra_out=0):
+    """The layer's static int8 3×3 same convolution as one plain XLA convolution,
+    zero-padded by ``extra_in`` input channels and ``extra_out`` filters (none by
+    default), without a sum over taps: the alternatives the layer chooses between."""
     import tensorflow as tf
 
     from tfcompress.kernels import _common
+    from tfcompress.kernels._conv import pad_channels
     from tfcompress.kernels._conv import xla_conv
 
     def conv(x):
         x_q, scale = _common.quantize_inputs(x, "static", layer.input_scale.value)
-        acc = xla_conv(x_q, layer.kernel.value, (1, 1), [[1, 1], [1, 1]], (1, 1), groups,
-                       tf.int32)
+        x_q, w = pad_channels(x_q, layer.kernel.value, extra_in, extra_out)
+        acc = xla_conv(x_q, w, (1, 1), [[1, 1], [1, 1]], (1, 1), groups, tf.int32)
+        if extra_out:
+            acc = acc[..., :layer.kernel.shape[-1]]
         return tf.nn.relu(tf.cast(acc, tf.float32) * (scale * layer.kernel_scale.value)
                           + layer.bias.value)
 
@@ -406,35 +410,40 @@ def _plain_int8_conv(layer, groups):
 
 def bench_conv_channels(batches, warmup, repeats, rng):
     """QuantizedConv2D ÷ float Conv2D on 28×28 inputs, 3×3 same, across channel
-    counts (per call): the layer zero-pads its int8 convolution to a multiple of 4
-    input channels and at least 32 filters (the 'unpadded' column is the same int8
-    convolution without that padding)."""
+    counts (per call), beside the two int8 convolutions the layer chooses between:
+    unpadded, and zero-padded to a multiple of 4 input channels and at least 32
+    filters. The layer pads the input channels always and the filters only on
+    fewer than 32 input channels (``kernels._conv.channel_padding``)."""
     import keras
 
     from tfcompress.kernels import QuantizedConv2D
     from tfcompress.kernels._conv import INT8_CHANNEL_MULTIPLE
     from tfcompress.kernels._conv import INT8_MIN_FILTERS
+    from tfcompress.kernels._conv import channel_padding
 
     rows = []
     for c_in, c_out in CHANNEL_CASES:
         conv = keras.layers.Conv2D(c_out, 3, padding="same", activation="relu")
         conv.build((None,) + CONV_SHAPE[:2] + (c_in,))
         layer = QuantizedConv2D.from_conv2d(conv, activations_scale=_input_scale(rng, c_in))
+        extra_in, extra_out = -c_in % INT8_CHANNEL_MULTIPLE, max(INT8_MIN_FILTERS - c_out, 0)
         fns = {"float": _jit(conv), "int8": _jit(layer)}
-        padded = c_in % INT8_CHANNEL_MULTIPLE or c_out < INT8_MIN_FILTERS
-        if padded:
-            fns["unpadded"] = _plain_int8_conv(layer, groups=1)
+        if extra_in or extra_out:
+            fns["unpadded"] = _plain_int8_conv(layer, 1)
+            fns["padded"] = _plain_int8_conv(layer, 1, extra_in, extra_out)
+        layer_pads = "inputs {}, filters {}".format(*channel_padding(c_in, c_out, 1))
         for batch in batches:
             x = rng.standard_normal((batch,) + CONV_SHAPE[:2] + (c_in,)).astype("float32")
             stats, _ = _time(fns, x, warmup, repeats)
-            rows.append([batch, c_in, c_out, round(stats["float"]["median_ms"], 3),
-                         round(stats["int8"]["median_ms"], 3),
-                         round(stats["int8"]["ratio_to_baseline"], 2),
-                         round(stats["unpadded"]["ratio_to_baseline"], 2)
-                         if "unpadded" in stats else None])
-            print(f"conv channels {c_in}→{c_out} batch {batch}: int8 ÷ float "
-                  f"{rows[-1][5]}" + (f", unpadded {rows[-1][6]}" if padded else ""),
-                  flush=True)
+
+            def ratio(name):
+                return round(stats[name]["ratio_to_baseline"], 2) if name in stats else None
+
+            rows.append([batch, c_in, c_out, layer_pads, round(stats["float"]["median_ms"], 3),
+                         round(stats["int8"]["median_ms"], 3), ratio("int8"),
+                         ratio("unpadded"), ratio("padded")])
+            print(f"conv channels {c_in}→{c_out} batch {batch}: int8 ÷ float {ratio('int8')}, "
+                  f"unpadded {ratio('unpadded')}, padded {ratio('padded')}", flush=True)
     return rows
 
 
@@ -890,8 +899,9 @@ def run_timing(args):
          "columns": columns, "rows": conv_rows},
         {"title": f"QuantizedConv2D int8 (static) ÷ float Conv2D by channel count, "
                   f"{CONV_SHAPE[0]}×{CONV_SHAPE[1]}, 3×3 same + ReLU, one layer per call",
-         "columns": ["batch", "input channels", "filters", "float ms", "int8 ms",
-                     "int8 ÷ float", "int8 without channel padding ÷ float"],
+         "columns": ["batch", "input channels", "filters", "layer's zero padding", "float ms",
+                     "int8 ms", "int8 ÷ float", "unpadded int8 ÷ float",
+                     "int8 padded to 4·k inputs, ≥ 32 filters ÷ float"],
          "rows": channel_rows},
         {"title": f"QuantizedDepthwiseConv2D int8 (static) ÷ float DepthwiseConv2D, "
                   f"{CONV_SHAPE[0]}×{CONV_SHAPE[1]}, 3×3 same + ReLU, one layer per call",
@@ -983,11 +993,11 @@ def run_timing(args):
         "chained (the in-graph rows), one layer's kernel can stay in a large L3 cache, "
         "which narrows the gap. "
         "Sparse: gather → batched 32×32 block matmul → unsorted_segment_sum. "
-        "Channel-count table: QuantizedConv2D pads the int8 convolution to a multiple "
-        "of 4 input channels and at least 32 filters (zeros, extra outputs sliced "
-        "off), the shapes XLA's int8 convolution runs fast at on the CPU where this "
-        "was measured; the 'without channel padding' column is the same convolution "
-        "unpadded. Models table: the Fashion-MNIST models of bench/export as "
+        "Channel-count table: QuantizedConv2D pads the int8 convolution with zeros to a "
+        "multiple of 4 input channels and, on fewer than 32 input channels, to at least "
+        "32 filters (extra outputs sliced off), the shapes XLA's int8 convolution runs "
+        "fast at on the CPU where this was measured; the last two columns are the same "
+        "convolution unpadded and padded to both. Models table: the Fashion-MNIST models of bench/export as "
         "kernels.convert rebuilds them (every Conv2D and Dense int8, static input "
         "scales calibrated on 64 random images), weights at initialization, so it "
         "measures speed only; the top-1 agreement of random-weight models is a "

@@ -146,23 +146,26 @@ def test_channels_first_rejected():
 
 
 def test_int8_channels_padded_for_xla():
-    """XLA's int8 convolution runs 1.5-4× slower than float unless the input channels
-    are a multiple of 4 and there are at least 32 filters, so the layer zero-pads
-    both (and slices the extra outputs off) — also once the shared compiled core has
-    been retraced with relaxed (unknown) shapes by layers of other widths."""
+    """XLA's int8 convolution runs up to 5× slower than float unless the input
+    channels are a multiple of 4 and, on fewer than 32 input channels, there are at
+    least 32 filters, so the layer zero-pads both (and slices the extra outputs off)
+    — also once the shared compiled core has been retraced with relaxed (unknown)
+    shapes by layers of other widths. With 32 or more input channels the extra
+    filters cost more than they save: none are added."""
     rng = np.random.default_rng(7)
     layers = {}
-    for channels in (3, 5, 1):
+    for channels in (3, 5, 1, 32, 34):
         conv = keras.layers.Conv2D(4, 3, padding="same")
         conv.build((None, 6, 6, channels))
         layers[channels] = QuantizedConv2D.from_conv2d(conv, activations_scale=0.02)
         layers[channels](rng.standard_normal((2, 6, 6, channels)).astype("float32"))
-    for channels, padded in ((3, 4), (5, 8), (1, 4)):
+    for channels, padded, filters in ((3, 4, 32), (5, 8, 32), (1, 4, 32), (32, 32, 4),
+                                      (34, 36, 4)):
         fn = tf.function(layers[channels], jit_compile=True)
         x = tf.constant(rng.standard_normal((2, 6, 6, channels)).astype("float32"))
         hlo = fn.experimental_get_compiler_ir(x)(stage="optimized_hlo")
         convolutions = [line for line in hlo.splitlines() if " convolution(" in line]
-        assert len(convolutions) == 1 and "s32[2,6,6,32]" in convolutions[0]
+        assert len(convolutions) == 1 and f"s32[2,6,6,{filters}]" in convolutions[0]
         assert f"s8[2,6,6,{padded}]" in hlo, convolutions[0]
         np.testing.assert_allclose(fn(x).numpy(), layers[channels](x).numpy(),
                                    rtol=1e-5, atol=1e-6)

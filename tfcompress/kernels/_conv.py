@@ -78,33 +78,41 @@ def xla_conv(x, w, strides, pads, dilation, groups, preferred_element_type):
 
 # XLA's CPU int8 convolution is fast only for some channel counts (bench/kernels,
 # table 'by channel count'): input channels that are not a multiple of 4 (an RGB or
-# grayscale first layer) or fewer than 32 filters made it up to 5x slower than
-# float. Zero channels and zero filters change no output, so the ungrouped int8
-# convolution is padded to 4·k input channels and at least 32 filters, the extra
-# outputs sliced off.
+# grayscale first layer) made it up to 2x slower than float, and fewer than 32
+# filters on fewer than 32 input channels up to 5x slower. Zero channels and zero
+# filters change no output, so the ungrouped int8 convolution is padded to 4·k input
+# channels and, on fewer than 32 input channels, to at least 32 filters, the extra
+# outputs sliced off. With 32 or more input channels the extra filters cost more
+# than they save (same table).
 INT8_CHANNEL_MULTIPLE = 4
 INT8_MIN_FILTERS = 32
+INT8_FILTER_PADDING_MAX_INPUTS = 31
 
 
-def pad_channels(x_q, w, in_channels, out_channels, groups):
-    """Zero-pads ``x_q`` (NHWC) and ``w`` (HWIO) as described above.
-
-    The channel counts are static arguments: the traced shapes of the shared
-    compiled core may be relaxed to unknown.
-
-    Returns:
-        ``(x_q, w, out)``: the padded tensors and the number of filters of ``w``.
-    """
+def channel_padding(in_channels, out_channels, groups):
+    """``(extra input channels, extra filters)`` for the int8 convolution, as
+    described above (none for a grouped convolution)."""
     if groups != 1:
-        return x_q, w, out_channels
+        return 0, 0
+    extra_out = 0
+    if in_channels <= INT8_FILTER_PADDING_MAX_INPUTS:
+        extra_out = max(INT8_MIN_FILTERS - out_channels, 0)
+    return -in_channels % INT8_CHANNEL_MULTIPLE, extra_out
+
+
+def pad_channels(x_q, w, extra_in, extra_out):
+    """Zero-pads ``x_q`` (NHWC) with ``extra_in`` channels and ``w`` (HWIO) with
+    ``extra_in`` input channels and ``extra_out`` filters.
+
+    The amounts are static (:func:`channel_padding` of the layer's channel counts):
+    the traced shapes of the shared compiled core may be relaxed to unknown.
+    """
     tf = _common.tf()
-    extra_in = -in_channels % INT8_CHANNEL_MULTIPLE
-    extra_out = max(INT8_MIN_FILTERS - out_channels, 0)
     if extra_in:
         x_q = tf.pad(x_q, [[0, 0], [0, 0], [0, 0], [0, extra_in]])
     if extra_in or extra_out:
         w = tf.pad(w, [[0, 0], [0, 0], [0, extra_in], [0, extra_out]])
-    return x_q, w, out_channels + extra_out
+    return x_q, w
 
 
 def depthwise_taps(x, w, kernel_size, strides, pads, dilation, multiplier):
@@ -162,9 +170,10 @@ def conv_core(x, kernel, kernel_scale, input_scale, *, bits, in_channels, out_ch
         w_float = tf.cast(w, tf.float32) * kernel_scale
         return xla_conv(x, w_float, strides, pads, dilation, groups, tf.float32)
     x_q, scale = _common.quantize_inputs(x, mode, input_scale, axes=(1, 2, 3))
-    x_q, w, filters = pad_channels(x_q, w, in_channels, out_channels, groups)
+    extra_in, extra_out = channel_padding(in_channels, out_channels, groups)
+    x_q, w = pad_channels(x_q, w, extra_in, extra_out)
     acc = xla_conv(x_q, w, strides, pads, dilation, groups, tf.int32)
-    if filters != out_channels:
+    if extra_out:
         acc = acc[..., :out_channels]
     return tf.cast(acc, tf.float32) * (scale * kernel_scale)
 
