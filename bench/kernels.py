@@ -496,20 +496,28 @@ def bench_models(batches, warmup, repeats, rng):
         keras.utils.set_random_seed(0)
         model = models.build(name)
         calibration = rng.random((64, 28, 28, 1)).astype("float32")
-        converted = kernels.convert(model, quantize="int8",
-                                    activation_calibration_data=calibration)
-        fns = {"float": _jit(model), "int8": _jit(converted)}
+        fns = {"float": _jit(model)}
+        for fold in (True, False):
+            converted = kernels.convert(model, quantize="int8", fold_batch_norm=fold,
+                                        activation_calibration_data=calibration)
+            fns["int8" if fold else "int8, BatchNormalization kept"] = _jit(converted)
+        if not any(isinstance(layer, keras.layers.BatchNormalization)
+                   for layer in model.layers):
+            del fns["int8, BatchNormalization kept"]
         for batch in batches:
             x = rng.random((batch, 28, 28, 1)).astype("float32")
             stats, outputs = _time(fns, x, warmup, repeats)
             agreement = float(np.mean(outputs["int8"].argmax(-1)
                                       == outputs["float"].argmax(-1)))
+            kept = stats.get("int8, BatchNormalization kept")
             rows.append([batch, name, round(stats["float"]["median_ms"], 3),
                          round(stats["int8"]["median_ms"], 3),
                          round(stats["int8"]["ratio_to_baseline"], 2),
                          round(stats["int8"]["min_ms"] / stats["float"]["min_ms"], 2),
+                         None if kept is None else round(kept["ratio_to_baseline"], 2),
                          round(agreement, 2) if batch > 1 else None])
-            print(f"model {name} batch {batch}: int8 ÷ float {rows[-1][4]}", flush=True)
+            print(f"model {name} batch {batch}: int8 ÷ float {rows[-1][4]}, "
+                  f"BatchNormalization kept {rows[-1][6]}", flush=True)
     return rows
 
 
@@ -911,7 +919,8 @@ def run_timing(args):
         {"title": "Whole models under XLA: kernels.convert(model, quantize='int8', "
                   "calibrated) ÷ the float model, one XLA call",
          "columns": ["batch", "model", "float ms", "int8 ms", "int8 ÷ float (median)",
-                     "int8 ÷ float (min)", "top-1 agreement (random weights)"],
+                     "int8 ÷ float (min)", "int8 without BatchNormalization folding ÷ float",
+                     "top-1 agreement (random weights)"],
          "rows": model_rows},
         {"title": "Int8 convolution ops probed under XLA", "columns": ["op", "outcome"],
          "rows": [[k, v] for k, v in probes.items()]},
@@ -997,9 +1006,11 @@ def run_timing(args):
         "multiple of 4 input channels and, on fewer than 32 input channels, to at least "
         "32 filters (extra outputs sliced off), the shapes XLA's int8 convolution runs "
         "fast at on the CPU where this was measured; the last two columns are the same "
-        "convolution unpadded and padded to both. Models table: the Fashion-MNIST models of bench/export as "
-        "kernels.convert rebuilds them (every Conv2D and Dense int8, static input "
-        "scales calibrated on 64 random images), weights at initialization, so it "
+        "convolution unpadded and padded to both. "
+        "Models table: the Fashion-MNIST models of bench/export as "
+        "kernels.convert rebuilds them (every Conv2D and Dense int8, each "
+        "BatchNormalization folded into the convolution before it unless the column "
+        "says kept, static input scales calibrated on 64 random images), weights at initialization, so it "
         "measures speed only; the top-1 agreement of random-weight models is a "
         "sanity check, not an accuracy (tests/kernels and tutorial 01 check that). "
         "Depthwise table: XLA runs DepthwiseConv2D (float) and a grouped int8 "

@@ -13,7 +13,9 @@ from tfcompress.kernels import QuantizedConv2D
 from tfcompress.kernels import QuantizedDense
 from tfcompress.kernels import QuantizedDepthwiseConv2D
 from tfcompress.kernels import SparseDense
+from tfcompress.kernels import FoldedBatchNormalization
 from tfcompress.kernels import convert
+from tfcompress.kernels.batch_norm_folding import folded_copy
 
 # whole-model tolerance stated in convert()'s docstring: max |Δlogit| / max |logit|
 TOLERANCE = {"int8": 0.03, "int4": 0.3, None: 1e-5}
@@ -72,6 +74,89 @@ def test_convert_cnn(tmp_keras_path, quantize, sparse, calibrate, expected_types
     np.testing.assert_array_equal(loaded(x).numpy(), eager)
 
 
+def _randomize_statistics(bn, rng, center=True, scale=True):
+    n = bn.moving_mean.shape[0]
+    bn.moving_mean.assign(rng.standard_normal(n).astype("float32") * 0.3)
+    bn.moving_variance.assign(rng.uniform(0.3, 3, n).astype("float32"))
+    if scale:
+        bn.gamma.assign(rng.uniform(0.5, 2, n).astype("float32"))
+    if center:
+        bn.beta.assign(rng.standard_normal(n).astype("float32") * 0.3)
+
+
+@pytest.mark.parametrize("make_layer,shape,bn_kwargs", [
+    (lambda: keras.layers.Conv2D(6, 3, strides=2, padding="same", use_bias=False),
+     (2, 9, 9, 4), {}),
+    (lambda: keras.layers.Conv2D(6, 3, groups=2), (2, 7, 7, 4), dict(scale=False)),
+    (lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same"),
+     (2, 8, 8, 3), dict(center=False)),
+    (lambda: keras.layers.Dense(5), (3, 7), dict(epsilon=0.1)),
+])
+def test_folded_copy_equals_layer_then_batch_norm(make_layer, shape, bn_kwargs):
+    """W' = a·W, b' = a·(b − μ) + β with a = γ/√(σ² + ε), per output channel."""
+    rng = np.random.default_rng(3)
+    layer = make_layer()
+    layer.build(shape)
+    bn = keras.layers.BatchNormalization(**bn_kwargs)
+    inputs = keras.Input(shape[1:])
+    keras.Model(inputs, bn(layer(inputs)))
+    _randomize_statistics(bn, rng, center=bn.center, scale=bn.scale)
+    x = rng.standard_normal(shape).astype("float32")
+    folded = folded_copy(layer, bn)
+    np.testing.assert_allclose(folded(x).numpy(), bn(layer(x), training=False).numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def _bn_model():
+    inp = keras.Input((10, 10, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inp)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
+    h = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(h)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
+    side = keras.layers.Conv2D(16, 1)(h)          # also feeds the Add: stays
+    h = keras.layers.Add()([keras.layers.BatchNormalization()(side), side])
+    h = keras.layers.Conv2D(16, 1, activation="relu")(h)  # activation first: stays
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.BatchNormalization()(h))
+    h = keras.layers.Dense(12)(h)
+    h = keras.layers.BatchNormalization()(h)
+    model = keras.Model(inp, keras.layers.Dense(5)(keras.layers.ReLU()(h)), name="bn")
+    rng = np.random.default_rng(4)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            _randomize_statistics(layer, rng)
+    return model
+
+
+@pytest.mark.parametrize("quantize,sparse", [("int8", False), (None, True)])
+def test_convert_folds_batch_norm(tmp_keras_path, quantize, sparse):
+    """BatchNormalization after a linear converted layer (conv, depthwise, Dense)
+    folds into it; after an activation, or on a tensor with another consumer, it
+    stays. The folded model stays within convert's tolerance of the float model
+    and round-trips through .keras."""
+    model = _bn_model()
+    x = np.random.default_rng(5).standard_normal((8, 10, 10, 3)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sparse: the k×k convolutions stay float
+        converted = convert(model, quantize=quantize, sparse=sparse)
+        kept = convert(model, quantize=quantize, sparse=sparse, fold_batch_norm=False)
+    kinds = {layer.name: type(layer) for layer in converted.layers}
+    bn_names = [layer.name for layer in model.layers
+                if isinstance(layer, keras.layers.BatchNormalization)]
+    expected = ([FoldedBatchNormalization] * 2 if quantize else
+                [keras.layers.BatchNormalization] * 2)  # sparse: k×k stays float, unfolded
+    expected += [keras.layers.BatchNormalization] * 2 + [FoldedBatchNormalization]
+    assert [kinds[name] for name in bn_names] == expected
+    assert all(type(layer) is keras.layers.BatchNormalization for layer in kept.layers
+               if layer.name in bn_names)
+    reference = model(x).numpy()
+    folded = converted(x).numpy()
+    assert _relative_error(folded, reference) <= TOLERANCE[quantize]
+    assert _relative_error(kept(x).numpy(), reference) <= TOLERANCE[quantize]
+    converted.save(tmp_keras_path)
+    loaded = keras.models.load_model(tmp_keras_path)
+    np.testing.assert_array_equal(loaded(x).numpy(), folded)
+
+
 def test_int4_mlp_within_tolerance():
     rng = np.random.default_rng(3)
     model = keras.Sequential([keras.Input((30,)), keras.layers.Dense(20, activation="relu"),
@@ -120,6 +205,7 @@ def test_bad_arguments():
         (dict(quantize="int4", sparse=True), "quantize='int4', sparse=True"),
         (dict(input_quantization="static"), "activation_calibration_data"),
         (dict(input_quantization="fp8"), "input_quantization='fp8'"),
+        (dict(fold_batch_norm="yes"), "fold_batch_norm='yes'"),
     ]
     for kwargs, needle in cases:
         with pytest.raises(ValueError, match=needle):

@@ -7,6 +7,9 @@ import numpy as np
 
 from tfcompress._cloning import clone_model
 from tfcompress.kernels import _common
+from tfcompress.kernels.batch_norm_folding import FoldedBatchNormalization
+from tfcompress.kernels.batch_norm_folding import folded_copy
+from tfcompress.kernels.batch_norm_folding import foldable_pairs
 from tfcompress.kernels.quantized_conv import QuantizedConv2D
 from tfcompress.kernels.quantized_dense import QuantizedDense
 from tfcompress.kernels.quantized_depthwise_conv import QuantizedDepthwiseConv2D
@@ -117,7 +120,8 @@ def _convert_layer(layer, bits, sparse, block_shape, mode, scale):
 
 
 def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
-            activation_calibration_data=None, input_quantization=None, strict=False):
+            activation_calibration_data=None, input_quantization=None, strict=False,
+            fold_batch_norm=True):
     """Clones a stripped float model onto the XLA execution kernels.
 
     Dense → :class:`QuantizedDense` (``quantize``) or :class:`SparseDense`
@@ -127,7 +131,11 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
     other layer is cloned with its weights copied. Layers of those three kinds that
     cannot be converted (e.g. ``channels_first``, a k×k convolution with
     ``sparse=True, quantize=None``) stay float and are reported by name in a
-    warning (or a ``ValueError`` with ``strict=True``).
+    warning (or a ``ValueError`` with ``strict=True``). A BatchNormalization right
+    after a converted layer without activation is folded into that layer's weights
+    before it is quantized (:mod:`tfcompress.kernels.batch_norm_folding`), leaving
+    a weightless :class:`FoldedBatchNormalization` in its place, as TFLite's
+    converter does.
 
     Tolerance (measured in ``tests/kernels``): each converted layer stays within
     the rounding bound of its quantization steps — per output,
@@ -141,8 +149,8 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
     Speed (CPU, under XLA; ``bench/kernels``): XLA's int8 convolution and int8 GEMM
     run on its own loops and Eigen, not on VNNI, so what int8 gains over float
     depends on the CPU and the layer's shape. The int8 convolution is padded to a
-    multiple of 4 input channels and at least 32 filters, the shapes XLA runs
-    fast (unpadded, a 16-filter convolution on 16 channels took 5.3× the float
+    multiple of 4 input channels and, on fewer than 32 input channels, at least
+    32 filters, the shapes XLA runs fast (unpadded, a 16-filter convolution on 16 channels took 5.3× the float
     time at batch 64 on the AMD EPYC of the last run; padded 1.13×); depthwise
     layers run as a sum over kernel taps, 0.05-0.38 of XLA's float
     DepthwiseConv2D. Converted whole models ran at 0.82-1.12 of the float model's
@@ -164,6 +172,8 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
             calibration data) or ``"none"`` (weight-only). Default: static with
             calibration data, else dynamic.
         strict: raise instead of warning when a Dense/Conv layer stays float.
+        fold_batch_norm: fold inference BatchNormalization layers into the
+            converted layer before them (default); ``False`` keeps them.
 
     Returns:
         A new Keras model (the same class: functional or Sequential).
@@ -183,6 +193,9 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
                          f"quantize={quantize!r}")
     if not isinstance(sparse, (bool, np.bool_)):
         raise ValueError(f"sparse must be a bool; received: sparse={sparse!r}")
+    if not isinstance(fold_batch_norm, (bool, np.bool_)):
+        raise ValueError("fold_batch_norm must be a bool; received: "
+                         f"fold_batch_norm={fold_batch_norm!r}")
     block_shape = check_block_shape(block_shape)
     bits = QUANTIZE_MODES[quantize]
     if bits is None and not sparse:
@@ -233,18 +246,26 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
                            block_shape=block_shape,
                            input_quantization=("dynamic" if mode == "static" else
                                                input_quantization),
-                           strict=strict)
+                           strict=strict, fold_batch_norm=fold_batch_norm)
         if id(layer) in targets:
             scale = scales.get(layer.name) if mode == "static" else None
-            new, reason = _convert_layer(layer, bits, sparse, block_shape, mode, scale)
+            bn = folds.get(id(layer))
+            source = layer if bn is None else folded_copy(layer, bn)
+            new, reason = _convert_layer(source, bits, sparse, block_shape, mode, scale)
             if new is not None:
+                if bn is not None:
+                    folded.add(id(bn))
                 return new
             skipped.append(f"{layer.name} ({type(layer).__name__}): {reason}")
+        if id(layer) in folded:  # cloned after its producer (graph order)
+            return FoldedBatchNormalization(name=layer.name)
         new = layer.__class__.from_config(layer.get_config())
         copies.append((layer, new))
         return new
 
     targets = {id(layer) for layer in _targets(model)}
+    folds = foldable_pairs(model, _targets(model)) if fold_batch_norm else {}
+    folded = set()
     converted = clone_model(model, clone_function=clone)
     for old, new in copies:
         if len(old.weights) != len(new.weights):
