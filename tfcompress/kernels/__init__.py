@@ -7,15 +7,13 @@
   proportional to the number of blocks (float or int8 blocks).
 - :func:`pack_int4` / :func:`unpack_int4` — two signed 4-bit values per byte.
 - :func:`convert` — clone a stripped float model onto these layers, folding inference
-  BatchNormalization into the layer before it (:class:`FoldedBatchNormalization`
-  marks where).
+  BatchNormalization into the layer before it.
 
 The layers need the TensorFlow backend (their computations are XLA-compiled
 TensorFlow functions, inlined when the caller is itself ``jit_compile=True``);
 ``import tfcompress.kernels`` does not import TensorFlow.
 """
 
-from tfcompress.kernels.batch_norm_folding import FoldedBatchNormalization
 from tfcompress.kernels.convert import convert
 from tfcompress.kernels.packing import pack_int4
 from tfcompress.kernels.packing import unpack_int4
@@ -25,7 +23,6 @@ from tfcompress.kernels.quantized_depthwise_conv import QuantizedDepthwiseConv2D
 from tfcompress.kernels.sparse_dense import SparseDense
 
 __all__ = [
-    "FoldedBatchNormalization",
     "QuantizedConv2D",
     "QuantizedDense",
     "QuantizedDepthwiseConv2D",

@@ -7,14 +7,12 @@ import numpy as np
 
 from tfcompress._cloning import clone_model
 from tfcompress.kernels import _common
-from tfcompress.kernels.batch_norm_folding import FoldedBatchNormalization
-from tfcompress.kernels.batch_norm_folding import folded_copy
-from tfcompress.kernels.batch_norm_folding import foldable_pairs
 from tfcompress.kernels.quantized_conv import QuantizedConv2D
 from tfcompress.kernels.quantized_dense import QuantizedDense
 from tfcompress.kernels.quantized_depthwise_conv import QuantizedDepthwiseConv2D
 from tfcompress.kernels.sparse_dense import SparseDense
 from tfcompress.kernels.sparse_dense import check_block_shape
+from tfcompress.quantization import fold_batch_norms
 
 QUANTIZE_MODES = {"int8": 8, "int4": 4, None: None}
 
@@ -131,11 +129,12 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
     other layer is cloned with its weights copied. Layers of those three kinds that
     cannot be converted (e.g. ``channels_first``, a k×k convolution with
     ``sparse=True, quantize=None``) stay float and are reported by name in a
-    warning (or a ``ValueError`` with ``strict=True``). A BatchNormalization right
-    after a converted layer without activation is folded into that layer's weights
-    before it is quantized (:mod:`tfcompress.kernels.batch_norm_folding`), leaving
-    a weightless :class:`FoldedBatchNormalization` in its place, as TFLite's
-    converter does.
+    warning (or a ``ValueError`` with ``strict=True``). First, as TFLite's
+    converter does, every inference BatchNormalization right after a Dense / Conv
+    layer without activation is folded into that layer's weights
+    (:func:`tfcompress.quantization.fold_batch_norms`), so the quantized weights
+    are the ones inference uses and the normalization pass is gone: XLA did not
+    fuse it into the int8 layers' rescaling (``bench/kernels``, models table).
 
     Tolerance (measured in ``tests/kernels``): each converted layer stays within
     the rounding bound of its quantization steps — per output,
@@ -173,10 +172,11 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
             calibration data, else dynamic.
         strict: raise instead of warning when a Dense/Conv layer stays float.
         fold_batch_norm: fold inference BatchNormalization layers into the
-            converted layer before them (default); ``False`` keeps them.
+            layer before them (default); ``False`` keeps them.
 
     Returns:
-        A new Keras model (the same class: functional or Sequential).
+        A new Keras model: functional, or Sequential for a Sequential ``model``
+        without BatchNormalization to fold.
 
     Raises:
         ValueError: on bad arguments (named with the value received), for a
@@ -224,6 +224,9 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
                              f"({type(layer).__name__}); strip the model first "
                              "(tfcompress.strip) so that masks are baked in")
 
+    if fold_batch_norm and any(isinstance(layer, keras.layers.BatchNormalization)
+                               for layer in model.layers):
+        model = fold_batch_norms(model)
     if bits is None:
         mode = None
     elif input_quantization is not None:
@@ -249,23 +252,15 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
                            strict=strict, fold_batch_norm=fold_batch_norm)
         if id(layer) in targets:
             scale = scales.get(layer.name) if mode == "static" else None
-            bn = folds.get(id(layer))
-            source = layer if bn is None else folded_copy(layer, bn)
-            new, reason = _convert_layer(source, bits, sparse, block_shape, mode, scale)
+            new, reason = _convert_layer(layer, bits, sparse, block_shape, mode, scale)
             if new is not None:
-                if bn is not None:
-                    folded.add(id(bn))
                 return new
             skipped.append(f"{layer.name} ({type(layer).__name__}): {reason}")
-        if id(layer) in folded:  # cloned after its producer (graph order)
-            return FoldedBatchNormalization(name=layer.name)
         new = layer.__class__.from_config(layer.get_config())
         copies.append((layer, new))
         return new
 
     targets = {id(layer) for layer in _targets(model)}
-    folds = foldable_pairs(model, _targets(model)) if fold_batch_norm else {}
-    folded = set()
     converted = clone_model(model, clone_function=clone)
     for old, new in copies:
         if len(old.weights) != len(new.weights):
