@@ -81,7 +81,7 @@ def _randomize_statistics(bn, rng):
 
 
 def _bn_model():
-    inp = keras.Input((10, 10, 3))
+    inp = keras.Input((10, 10, 3), name="input")
     h = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inp)
     h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
     h = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(h)
@@ -100,18 +100,23 @@ def _bn_model():
     return model
 
 
-@pytest.mark.parametrize("quantize,sparse", [("int8", False), (None, True)])
-def test_convert_folds_batch_norm(tmp_keras_path, quantize, sparse):
+@pytest.mark.parametrize("quantize,sparse,calibrate", [("int8", False, False),
+                                                        ("int8", False, True),
+                                                        (None, True, False)])
+def test_convert_folds_batch_norm(tmp_keras_path, quantize, sparse, calibrate):
     """BatchNormalization after a linear layer (conv, depthwise, Dense) folds into
     it; after an activation, or on a tensor with another consumer, it
     stays. The folded model stays within convert's tolerance of the float model
-    and round-trips through .keras."""
+    (also calibrated: folding traces the model's layers into a second graph, which
+    calibration must not mix in) and round-trips through .keras."""
     model = _bn_model()
     x = np.random.default_rng(5).standard_normal((8, 10, 10, 3)).astype("float32")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sparse: the k×k convolutions stay float
-        converted = convert(model, quantize=quantize, sparse=sparse)
-        kept = convert(model, quantize=quantize, sparse=sparse, fold_batch_norm=False)
+        calibration = dict(activation_calibration_data=x) if calibrate else {}
+        converted = convert(model, quantize=quantize, sparse=sparse, **calibration)
+        kept = convert(model, quantize=quantize, sparse=sparse, fold_batch_norm=False,
+                       **calibration)
     bn_names = [layer.name for layer in model.layers
                 if isinstance(layer, keras.layers.BatchNormalization)]
     left = {layer.name for layer in converted.layers

@@ -31,8 +31,13 @@ def _targets(model):
     return [layer for layer in model.layers if isinstance(layer, kinds)]
 
 
-def _input_tensors(layer):
-    nodes = getattr(layer, "_inbound_nodes", None) or []
+def _input_tensors(layer, model):
+    """The input tensors of ``layer``'s calls in ``model``'s graph (a layer may also
+    have been called in other graphs, e.g. traced by a model transformation)."""
+    graph = getattr(model, "_functional", None) or model  # a Sequential wraps one
+    own = getattr(graph, "_nodes", None)
+    nodes = [node for node in getattr(layer, "_inbound_nodes", None) or []
+             if own is None or node in own]
     tensors = []
     for node in nodes:
         flat = keras.tree.flatten(node.input_tensors)
@@ -57,7 +62,7 @@ def calibrate_input_scales(model, layers, data):
         return {}
     outputs, owners = [], []
     for layer in layers:
-        for tensor in _input_tensors(layer):
+        for tensor in _input_tensors(layer, model):
             outputs.append(tensor)
             owners.append(layer.name)
     probe = keras.Model(model.inputs, outputs)
