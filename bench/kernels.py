@@ -386,10 +386,12 @@ def _input_scale(rng, channels):
     return float(np.abs(sample).max() / 127)
 
 
-def _plain_int8_conv(layer, groups, extra_in=0, extra_out=0):
-    """The layer's static int8 3×3 same convolution as one plain XLA convolution,
-    zero-padded by ``extra_in`` input channels and ``extra_out`` filters (none by
-    default), without a sum over taps: the alternatives the layer chooses between."""
+def _plain_int8_conv(layer, groups, extra_in=0, extra_out=0, strides=(1, 1),
+                     pads=((1, 1), (1, 1))):
+    """The layer's static int8 convolution (3×3 same unless ``strides`` / ``pads``
+    say otherwise) as one plain XLA convolution, zero-padded by ``extra_in`` input
+    channels and ``extra_out`` filters (none by default), without a sum over taps
+    or a matmul: the alternatives the layer chooses between."""
     import tensorflow as tf
 
     from tfcompress.kernels import _common
@@ -399,7 +401,7 @@ def _plain_int8_conv(layer, groups, extra_in=0, extra_out=0):
     def conv(x):
         x_q, scale = _common.quantize_inputs(x, "static", layer.input_scale.value)
         x_q, w = pad_channels(x_q, layer.kernel.value, extra_in, extra_out)
-        acc = xla_conv(x_q, w, (1, 1), [[1, 1], [1, 1]], (1, 1), groups, tf.int32)
+        acc = xla_conv(x_q, w, strides, [list(p) for p in pads], (1, 1), groups, tf.int32)
         if extra_out:
             acc = acc[..., :layer.kernel.shape[-1]]
         return tf.nn.relu(tf.cast(acc, tf.float32) * (scale * layer.kernel_scale.value)
@@ -444,6 +446,46 @@ def bench_conv_channels(batches, warmup, repeats, rng):
                          ratio("unpadded"), ratio("padded")])
             print(f"conv channels {c_in}→{c_out} batch {batch}: int8 ÷ float {ratio('int8')}, "
                   f"unpadded {ratio('unpadded')}, padded {ratio('padded')}", flush=True)
+    return rows
+
+
+POINTWISE_CASES = ((28, 3, 16), (28, 16, 32), (14, 32, 64), (7, 64, 128), (28, 64, 32),
+                   (14, 128, 64))  # (input size, input channels, filters), stride 2
+
+
+def bench_strided_pointwise(batches, warmup, repeats, rng):
+    """QuantizedConv2D 1×1 stride 2 (a ResNet projection) ÷ float Conv2D, beside the
+    plain XLA int8 convolution, in-graph (``CHAIN`` layers per call, each fed the
+    input plus the mean of the previous output): the layer computes it as a
+    strided slice and one int8 matmul from 16 input channels on."""
+    import keras
+    import tensorflow as tf
+
+    from tfcompress.kernels import QuantizedConv2D
+
+    def adapt(out):
+        return tf.reduce_mean(out)
+
+    rows = []
+    for size, c_in, c_out in POINTWISE_CASES:
+        conv = keras.layers.Conv2D(c_out, 1, strides=2, padding="same", activation="relu")
+        conv.build((None, size, size, c_in))
+        calib = rng.standard_normal((256, size, size, c_in))
+        layer = QuantizedConv2D.from_conv2d(conv, activations_scale=float(
+            np.abs(calib).max() / 127))
+        plain = _plain_int8_conv(layer, 1, strides=(2, 2), pads=((0, 0), (0, 0)))
+        fns = {"float": _chained(conv, adapt), "int8": _chained(layer, adapt),
+               "conv": _chained(plain.python_function, adapt)}
+        for batch in batches:
+            x = rng.standard_normal((batch, size, size, c_in)).astype("float32")
+            stats, _ = _time(fns, x, warmup, repeats)
+            rows.append([batch, f"{size}×{size}", c_in, c_out,
+                         round(stats["float"]["median_ms"] / CHAIN, 4),
+                         round(stats["int8"]["median_ms"] / CHAIN, 4),
+                         round(stats["int8"]["ratio_to_baseline"], 2),
+                         round(stats["conv"]["ratio_to_baseline"], 2)])
+            print(f"strided 1×1 {size}×{size} {c_in}→{c_out} batch {batch}: int8 ÷ float "
+                  f"{rows[-1][6]}, XLA int8 convolution {rows[-1][7]}", flush=True)
     return rows
 
 
@@ -773,6 +815,7 @@ def _measure_once(args, repeats, batches):
     channel_rows = bench_conv_channels(batches, args.warmup, repeats, rng)
     model_rows = bench_models(batches, args.warmup, repeats, rng)
     depthwise_rows = bench_depthwise(batches, args.warmup, repeats, rng)
+    pointwise_rows = bench_strided_pointwise(batches, args.warmup, repeats, rng)
 
     def ratio(stats, name, base, in_graph):
         prefix = IN_GRAPH if in_graph else ""
@@ -842,8 +885,8 @@ def _measure_once(args, repeats, batches):
         "SparseDense 95 % ÷ dense, batch 64": net(
             sparse_stats[64], "SparseDense 95%", "dense (float Dense)"),
     }
-    return ((dense_rows, conv_rows, sparse_rows, channel_rows, model_rows, depthwise_rows),
-            probes, claims, net_ratios)
+    return ((dense_rows, conv_rows, sparse_rows, channel_rows, model_rows, depthwise_rows,
+             pointwise_rows), probes, claims, net_ratios)
 
 
 def _median_claims(per_run):
@@ -880,8 +923,8 @@ def run_timing(args):
     per_run, net_runs = [], []
     for run in range(1 if args.quick else args.runs):
         print(f"timing run {run + 1}", flush=True)
-        (dense_rows, conv_rows, sparse_rows, channel_rows, model_rows, depthwise_rows), \
-            probes, raw, net_ratios = _measure_once(
+        (dense_rows, conv_rows, sparse_rows, channel_rows, model_rows, depthwise_rows,
+         pointwise_rows), probes, raw, net_ratios = _measure_once(
             args, repeats, batches)
         per_run.append(raw)
         net_runs.append(net_ratios)
@@ -916,6 +959,11 @@ def run_timing(args):
          "columns": ["batch", "channels", "float ms", "int8 ms", "int8 ÷ float",
                      "grouped int8 XLA convolution ÷ float", "max |Δ| / max |float|"],
          "rows": depthwise_rows},
+        {"title": f"QuantizedConv2D int8 (static) 1×1 stride 2 + ReLU ÷ float Conv2D, "
+                  f"in-graph ×{CHAIN} (ms per layer)",
+         "columns": ["batch", "input", "input channels", "filters", "float ms", "int8 ms",
+                     "int8 ÷ float", "XLA int8 convolution ÷ float"],
+         "rows": pointwise_rows},
         {"title": "Whole models under XLA: kernels.convert(model, quantize='int8', "
                   "calibrated) ÷ the float model, one XLA call",
          "columns": ["batch", "model", "float ms", "int8 ms", "int8 ÷ float (median)",
@@ -1015,7 +1063,10 @@ def run_timing(args):
         "says kept, static input scales calibrated on 64 random images), weights at initialization, so it "
         "measures speed only; the top-1 agreement of random-weight models is a "
         "sanity check, not an accuracy (tests/kernels and tutorial 01 check that). "
-        "Depthwise table: XLA runs DepthwiseConv2D (float) and a grouped int8 "
+        "Strided 1×1 table: from 16 input channels on, QuantizedConv2D computes a "
+        "1×1 stride-2 convolution (a ResNet projection) as a strided slice of the int8 "
+        "input and one int8 matmul; the last column is the XLA int8 convolution it "
+        "replaced. Depthwise table: XLA runs DepthwiseConv2D (float) and a grouped int8 "
         "convolution with one channel per group as scalar loop nests; "
         "QuantizedDepthwiseConv2D sums the kernel taps' strided windows times their "
         "weights instead (exact integer arithmetic in float32), one vectorized loop. "

@@ -22,11 +22,18 @@ CONV_CASES = {  # name: (input shape, Conv2D kwargs)
     "dilated_valid": ((2, 9, 9, 4), dict(filters=4, kernel_size=3, dilation_rate=2)),
     "grouped_1x1": ((1, 5, 6, 4), dict(filters=6, kernel_size=1, groups=2)),
     "odd_5x5_valid": ((2, 7, 8, 3), dict(filters=3, kernel_size=5, strides=(2, 1))),
+    # strided 1×1 on >= 16 channels: strided slice + int8 matmul
+    "pointwise_stride2_same": ((2, 9, 8, 16), dict(filters=7, kernel_size=1, strides=2,
+                                                   padding="same")),
+    "pointwise_stride_2x3_batch1": ((1, 7, 11, 20), dict(filters=5, kernel_size=1,
+                                                         strides=(2, 3))),
 }
 PARAMS = [("same3x3", "dynamic", 8), ("same3x3", "static", 4), ("same3x3", "none", 8),
     ("stride2_batch1", "dynamic", 8), ("stride2_batch1", "static", 4),
     ("dilated_valid", "static", 8), ("dilated_valid", "none", 4),
     ("grouped_1x1", "dynamic", 4), ("odd_5x5_valid", "dynamic", 8),
+    ("pointwise_stride2_same", "static", 8), ("pointwise_stride2_same", "dynamic", 4),
+    ("pointwise_stride_2x3_batch1", "dynamic", 8),
 ]
 
 
@@ -169,6 +176,24 @@ def test_int8_channels_padded_for_xla():
         assert f"s8[2,6,6,{padded}]" in hlo, convolutions[0]
         np.testing.assert_allclose(fn(x).numpy(), layers[channels](x).numpy(),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_strided_pointwise_is_one_int8_matmul():
+    """A strided 1×1 convolution on 16+ channels runs as a strided slice and one
+    int8 matmul, no XLA convolution (which ran it at up to 1.2× float), also with a
+    relaxed (unknown-shape) trace."""
+    rng = np.random.default_rng(11)
+    conv = keras.layers.Conv2D(8, 1, strides=2, padding="same")
+    conv.build((None, None, None, 16))
+    q = QuantizedConv2D.from_conv2d(conv, activations_scale=0.03)
+    for shape in ((2, 9, 9, 16), (1, 8, 6, 16), (3, 5, 7, 16), (1, 11, 4, 16)):
+        x = rng.standard_normal(shape).astype("float32")
+        np.testing.assert_allclose(q(x).numpy(), conv(x).numpy(),
+                                   atol=0.03 * np.abs(conv(x).numpy()).max())
+    fn = tf.function(q, jit_compile=True)
+    x = tf.constant(rng.standard_normal((2, 9, 9, 16)).astype("float32"))
+    hlo = fn.experimental_get_compiler_ir(x)(stage="optimized_hlo")
+    assert " convolution(" not in hlo and "s32[50,8]" in hlo, hlo
 
 
 def test_depthwise_taps_with_varying_input_sizes():

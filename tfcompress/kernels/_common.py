@@ -185,7 +185,7 @@ def layer_activation(layer):
 
 
 # --------------------------------------------------------------------------- in-graph inputs
-def quantize_inputs(x, mode, input_scale=None, axes=(-1,)):
+def quantize_inputs(x, mode, input_scale=None, axes=(-1,), scale_from=None):
     """Quantizes a float tensor to int8 (``-127..127``).
 
     Args:
@@ -195,6 +195,8 @@ def quantize_inputs(x, mode, input_scale=None, axes=(-1,)):
         axes: dynamic mode: the axes one scale covers — the contraction axis of a
             matmul (``(-1,)``: one scale per row), all non-batch axes of a
             convolution (one scale per example, since a window mixes pixels).
+        scale_from: dynamic mode: the tensor whose max |·| sets the scale, when
+            ``x`` is a slice of it (default: ``x``).
 
     Returns:
         ``(x_q, scale)``: ``x_q`` int8 and the scale that multiplies the int32
@@ -204,7 +206,8 @@ def quantize_inputs(x, mode, input_scale=None, axes=(-1,)):
     if mode == "static":
         scale = tf_.cast(input_scale, x.dtype)
     else:
-        absmax = tf_.reduce_max(tf_.abs(x), axis=list(axes), keepdims=True)
+        source = x if scale_from is None else scale_from
+        absmax = tf_.reduce_max(tf_.abs(source), axis=list(axes), keepdims=True)
         scale = tf_.where(absmax > 0, absmax / ACTIVATION_QMAX, tf_.ones_like(absmax))
     x_q = tf_.cast(tf_.clip_by_value(tf_.round(x / scale), -ACTIVATION_QMAX,
                                      ACTIVATION_QMAX), tf_.int8)

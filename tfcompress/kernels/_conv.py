@@ -7,9 +7,10 @@ accumulation (``XlaConvV2`` with ``preferred_element_type=int32``, NHWC × HWIO)
 then rescaled once (``input_scale · kernel_scale``). On this CPU, im2col
 formulations (shifted slices concatenated along channels, or one int8 matmul per
 kernel tap) lose to it: materializing the ``kh·kw``-times larger patch matrix costs
-more than the int8 matmul saves. Depthwise layers are the exception: XLA runs a
-grouped convolution with one channel per group as a scalar loop nest, so they are
-computed as a sum over kernel taps (:func:`depthwise_taps`).
+more than the int8 matmul saves. Two exceptions: XLA runs a grouped convolution
+with one channel per group as a scalar loop nest, so depthwise layers are computed
+as a sum over kernel taps (:func:`depthwise_taps`); and a strided 1×1 convolution
+is a strided slice and one int8 matmul (:func:`strided_pointwise`).
 """
 
 import functools
@@ -115,6 +116,33 @@ def pad_channels(x_q, w, extra_in, extra_out):
     return x_q, w
 
 
+# XLA's int8 convolution ran a strided 1×1 kernel (a ResNet projection) at up to 1.2×
+# the float time; slicing the strided pixels before quantizing them and one int8
+# matmul ran at 0.4-1.0 of float with 16-128 input channels (bench/kernels, strided
+# 1×1 table). With 3 input channels the convolution was as fast.
+INT8_STRIDED_POINTWISE_MIN_INPUTS = 16
+
+
+def strided_pointwise(x, w, strides, in_channels, out_channels, mode, input_scale):
+    """A 1×1 convolution with strides > 1 of float ``x`` (NHWC) and int8 ``w``
+    (``(1, 1, in, out)``): the strided pixels are sliced, quantized (a dynamic
+    scale still covers all of ``x``) and multiplied by one int8 × int8 → int32
+    matmul. Valid and same padding agree for a 1×1 kernel: ``ceil(n / s)`` outputs,
+    no padding. The channel counts are static (the traced shapes may be relaxed).
+
+    Returns:
+        ``(acc, scale)``: the int32 NHWC accumulator and its input scale.
+    """
+    tf = _common.tf()
+    pixels = x[:, ::strides[0], ::strides[1], :]
+    x_q, scale = _common.quantize_inputs(pixels, mode, input_scale, axes=(1, 2, 3),
+                                         scale_from=x)
+    shape = tf.shape(x_q)
+    acc = tf.linalg.matmul(tf.reshape(x_q, (-1, in_channels)),
+                           tf.reshape(w, (in_channels, out_channels)), output_type=tf.int32)
+    return tf.reshape(acc, tf.concat([shape[:3], [out_channels]], axis=0)), scale
+
+
 def depthwise_taps(x, w, kernel_size, strides, pads, dilation, multiplier):
     """A depthwise convolution as a sum over kernel taps of strided windows of ``x``
     times that tap's per-channel weights (``w`` HWIO ``(kh, kw, 1, C·m)``).
@@ -169,6 +197,11 @@ def conv_core(x, kernel, kernel_scale, input_scale, *, bits, in_channels, out_ch
         # Weight-only: dequantize the (small) kernel, convolve in float.
         w_float = tf.cast(w, tf.float32) * kernel_scale
         return xla_conv(x, w_float, strides, pads, dilation, groups, tf.float32)
+    if (tuple(kernel_size) == (1, 1) and tuple(strides) != (1, 1) and groups == 1
+            and in_channels >= INT8_STRIDED_POINTWISE_MIN_INPUTS):
+        acc, scale = strided_pointwise(x, w, strides, in_channels, out_channels, mode,
+                                       input_scale)
+        return tf.cast(acc, tf.float32) * (scale * kernel_scale)
     x_q, scale = _common.quantize_inputs(x, mode, input_scale, axes=(1, 2, 3))
     extra_in, extra_out = channel_padding(in_channels, out_channels, groups)
     x_q, w = pad_channels(x_q, w, extra_in, extra_out)
