@@ -155,11 +155,12 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
     depends on the CPU and the layer's shape. The int8 convolution is padded to a
     multiple of 4 input channels and, on fewer than 32 input channels, at least
     32 filters, the shapes XLA runs fast (unpadded, a 16-filter convolution on 16
-    channels took 5.5× the float time at batch 64 on the AMD EPYC of the last run;
-    padded 1.0-1.1×); depthwise layers run as a sum over kernel taps, 0.05-0.37 of
-    XLA's float DepthwiseConv2D. Converted whole models ran at 0.80-1.00 of the
-    float model's time at batch 1 and 0.85 at batch 64 there (small CNN, ResNet-8,
-    ResNet-20; the ResNets 1.08-1.14 and 0.88-0.92 without BatchNormalization
+    channels took 5.35× the float time at batch 64 on the AMD EPYC of the last run;
+    padded 1.03-1.13×); a strided 1×1 convolution is a strided slice and one int8
+    matmul; depthwise layers run as a sum over kernel taps, 0.04-0.38 of XLA's
+    float DepthwiseConv2D. Converted whole models ran at 0.74-0.96 of the float
+    model's time at batch 1 and 0.73-0.81 at batch 64 there (small CNN, ResNet-8,
+    ResNet-20; the ResNets 1.00-1.09 and 0.75-0.84 without BatchNormalization
     folding): small layers gain little, so time the converted model where it will
     serve; ``input_quantization="none"`` keeps the int8 storage with float
     compute.
