@@ -12,6 +12,11 @@ copied back to the host. Compared:
   64), with the alternative int8 formulations tried (im2col by concatenated shifted
   slices + int8 matmul, one int8 matmul per kernel tap) and probes of TF ops that
   XLA might have run on int8 (``tf.nn.conv2d``, ``tf.image.extract_patches``).
+* ``QuantizedConv2D`` by channel count (its zero padding vs none vs full), as a
+  strided 1×1 convolution (slice + int8 matmul vs XLA's int8 convolution), and
+  ``QuantizedDepthwiseConv2D`` (sum over taps vs float and grouped int8 convolution).
+* Whole models (small CNN, ResNet-8, ResNet-20) through ``kernels.convert`` vs float,
+  with and without BatchNormalization folding.
 * ``SparseDense`` ÷ dense at 80/90/95/99 % block sparsity (32×32 blocks).
 * Each variant twice: per call (one layer per jit call) and in-graph (``CHAIN``
   applications chained in one XLA computation, the layer's cost inside a compiled

@@ -87,7 +87,7 @@ def xla_conv(x, w, strides, pads, dilation, groups, preferred_element_type):
 # than they save (same table).
 INT8_CHANNEL_MULTIPLE = 4
 INT8_MIN_FILTERS = 32
-INT8_FILTER_PADDING_MAX_INPUTS = 31
+INT8_FILTER_PADDING_BELOW_INPUTS = 32
 
 
 def channel_padding(in_channels, out_channels, groups):
@@ -96,7 +96,7 @@ def channel_padding(in_channels, out_channels, groups):
     if groups != 1:
         return 0, 0
     extra_out = 0
-    if in_channels <= INT8_FILTER_PADDING_MAX_INPUTS:
+    if in_channels < INT8_FILTER_PADDING_BELOW_INPUTS:
         extra_out = max(INT8_MIN_FILTERS - out_channels, 0)
     return -in_channels % INT8_CHANNEL_MULTIPLE, extra_out
 
