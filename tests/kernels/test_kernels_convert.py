@@ -107,8 +107,7 @@ def test_convert_folds_batch_norm(tmp_keras_path, quantize, sparse, calibrate):
     """BatchNormalization after a linear layer (conv, depthwise, Dense) folds into
     it; after an activation, or on a tensor with another consumer, it
     stays. The folded model stays within convert's tolerance of the float model
-    (also calibrated: folding traces the model's layers into a second graph, which
-    calibration must not mix in) and round-trips through .keras."""
+    (also calibrated) and round-trips through .keras."""
     model = _bn_model()
     x = np.random.default_rng(5).standard_normal((8, 10, 10, 3)).astype("float32")
     with warnings.catch_warnings():
@@ -133,6 +132,18 @@ def test_convert_folds_batch_norm(tmp_keras_path, quantize, sparse, calibrate):
     converted.save(tmp_keras_path)
     loaded = keras.models.load_model(tmp_keras_path)
     np.testing.assert_array_equal(loaded(x).numpy(), folded)
+
+
+def test_calibration_reads_the_models_own_graph():
+    """Layers shared with another graph (here a second model built on the same
+    layer objects) have more than one call; calibration measures the inputs of the converted model's
+    own calls only."""
+    model = _bn_model()
+    keras.models.clone_model(model, clone_function=lambda layer: layer)  # shares them
+    x = np.random.default_rng(6).standard_normal((8, 10, 10, 3)).astype("float32")
+    converted = convert(model, quantize="int8", activation_calibration_data=x,
+                        fold_batch_norm=False)
+    assert _relative_error(converted(x).numpy(), model(x).numpy()) <= TOLERANCE["int8"]
 
 
 def test_int4_mlp_within_tolerance():

@@ -22,8 +22,9 @@ def test_fold_conv_depthwise_dense_matches_within_tolerance(images, build_cnn):
     np.testing.assert_allclose(
         folded.predict(images, verbose=0), model.predict(images, verbose=0), atol=ATOL
     )
-    # the original keeps its BNs and weights
+    # the original keeps its BNs and weights, and its layers were not called again
     assert _bns(model) == ["bn1", "bn2", "bn3"]
+    assert all(len(layer._inbound_nodes) == 1 for layer in model.layers)
     # fold, then quantize: the quantized weights are the folded ones
     qm = quantize_weights(folded, 8, per_channel=True)
     np.testing.assert_allclose(qm(images), model(images), atol=0.1)

@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 
-from tfcompress._cloning import clone_model
 from tfcompress.quantization import _registry as reg
 
 __all__ = ["fold_batch_norms"]
@@ -108,15 +107,11 @@ def fold_batch_norms(model):
     """
     functional = reg.as_functional(model)
 
-    # Trace the graph once, recording every call (layers shared, not cloned).
-    calls = []
-
-    def record(layer, *args, **kwargs):
-        outputs = layer(*args, **kwargs)
-        calls.append((layer, _tensors((args, kwargs)), _tensors(outputs)))
-        return outputs
-
-    traced = clone_model(functional, clone_function=lambda l: l, call_function=record)
+    # Every call of the graph, read from its nodes (calling the layers again would
+    # add nodes to the caller's model).
+    calls = [(node.operation, _tensors(node.input_tensors), _tensors(node.output_tensors))
+             for nodes in functional._nodes_by_depth.values() for node in nodes
+             if not node.is_input]
     producer, consumers, call_count = {}, {}, {}
     for layer, ins, outs in calls:
         call_count[id(layer)] = call_count.get(id(layer), 0) + 1
@@ -124,7 +119,7 @@ def fold_batch_norms(model):
             producer[id(t)] = layer
         for t in ins:
             consumers[id(t)] = consumers.get(id(t), 0) + 1
-    model_outputs = {id(t) for t in _tensors(traced.outputs)}
+    model_outputs = {id(t) for t in _tensors(functional.outputs)}
 
     pairs = {}  # id(bn) -> conv
     folded_convs = {}  # id(conv) -> bn
