@@ -385,9 +385,9 @@ CHANNEL_CASES = ((1, 16), (1, 32), (3, 16), (3, 32), (4, 16), (16, 16), (16, 32)
                  (24, 16), (32, 16), (32, 32), (64, 16))
 
 
-def _input_scale(rng, channels):
-    """Static int8 input scale: max |x| / 127 of random-normal 28×28 inputs."""
-    sample = rng.standard_normal((256,) + CONV_SHAPE[:2] + (channels,))
+def _input_scale(rng, channels, size=CONV_SHAPE[:2]):
+    """Static int8 input scale: max |x| / 127 of random-normal inputs (28×28)."""
+    sample = rng.standard_normal((256,) + tuple(size) + (channels,))
     return float(np.abs(sample).max() / 127)
 
 
@@ -475,9 +475,8 @@ def bench_strided_pointwise(batches, warmup, repeats, rng):
     for size, c_in, c_out in POINTWISE_CASES:
         conv = keras.layers.Conv2D(c_out, 1, strides=2, padding="same", activation="relu")
         conv.build((None, size, size, c_in))
-        calib = rng.standard_normal((256, size, size, c_in))
-        layer = QuantizedConv2D.from_conv2d(conv, activations_scale=float(
-            np.abs(calib).max() / 127))
+        layer = QuantizedConv2D.from_conv2d(
+            conv, activations_scale=_input_scale(rng, c_in, (size, size)))
         plain = _plain_int8_conv(layer, 1, strides=(2, 2), pads=((0, 0), (0, 0)))
         fns = {"float": _chained(conv, adapt), "int8": _chained(layer, adapt),
                "conv": _chained(plain.python_function, adapt)}

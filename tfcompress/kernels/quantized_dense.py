@@ -1,6 +1,7 @@
 """``QuantizedDense``: a Dense layer that stores int8 (or packed int4) weights and
 computes on them under XLA."""
 
+import functools
 import math
 
 import keras
@@ -75,11 +76,9 @@ def _dense_core(x, kernel, kernel_scale, input_scale, bits, units, mode):
         # planes, which XLA fuses into the batch-1 dot.
         kernel = unpack_int4_graph(kernel, units, axis=0)
     if mode == "none":
-        def batched():
-            return _dequantized_gemm(x, kernel, kernel_scale)
+        batched = functools.partial(_dequantized_gemm, x, kernel, kernel_scale)
     else:
-        def batched():
-            return _int8_inputs(x, kernel, kernel_scale, input_scale, mode)
+        batched = functools.partial(_int8_inputs, x, kernel, kernel_scale, input_scale, mode)
     rows = x.shape[0]
     if rows is not None:
         return _weight_only(x, kernel, kernel_scale, input_scale) if rows == 1 else batched()
