@@ -51,6 +51,8 @@ def test_sequential_conv_bn_relu():
     folded = fold_batch_norms(model)
     assert _bns(folded) == []
     np.testing.assert_allclose(folded(x), model(x), atol=ATOL)
+    # the Sequential's layers were not called again (one node each, its own)
+    assert all(len(layer._inbound_nodes) == 1 for layer in model.layers)
 
 
 def test_unfoldable_patterns_are_kept():

@@ -171,18 +171,19 @@ def quantizable_layers(model):
 
 
 def as_functional(model):
-    """A functional model sharing ``model``'s layers (Sequential → Functional)."""
+    """A functional model sharing ``model``'s layers (Sequential → Functional).
+
+    A built Sequential already holds the graph of its layers (``model.inputs`` /
+    ``model.outputs``); the functional model reads that graph instead of calling
+    the layers again, which would add a node to each of them.
+    """
     if isinstance(model, keras.Sequential):
         if not model.built or not model.inputs:
             raise ValueError(
                 f"Model {model.name!r} must be built with a known input shape "
                 "(start it with keras.Input(...)) before it can be transformed."
             )
-        inputs = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)
-        x = inputs
-        for layer in model.layers:
-            x = layer(x)
-        return keras.Model(inputs, x, name=model.name)
+        return keras.Model(model.inputs, model.outputs, name=model.name)
     if not getattr(model, "_is_graph_network", hasattr(model, "_nodes_by_depth")):
         raise ValueError(
             f"Model {model.name!r} ({type(model).__name__}) is not a Sequential or "
