@@ -41,6 +41,7 @@ from tfcompress.quantization import quantize_aware
 from tfcompress.quantization import quantize_weights
 # --- kernels --- (TensorFlow/XLA inference layers; TensorFlow imported lazily)
 from tfcompress import kernels
+from tfcompress.kernels import convert
 # --- export --- (imports TensorFlow lazily, inside its functions)
 from tfcompress import export
 from tfcompress.export import report

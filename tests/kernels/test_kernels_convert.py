@@ -13,7 +13,7 @@ from tfcompress.kernels import QuantizedConv2D
 from tfcompress.kernels import QuantizedDense
 from tfcompress.kernels import QuantizedDepthwiseConv2D
 from tfcompress.kernels import SparseDense
-from tfcompress.kernels import convert
+from tfcompress import convert  # the top-level name of kernels.convert
 
 # whole-model tolerance stated in convert()'s docstring: max |Δlogit| / max |logit|
 TOLERANCE = {"int8": 0.03, "int4": 0.3, None: 1e-5}
