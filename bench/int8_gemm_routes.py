@@ -42,6 +42,7 @@ DIM = 2048
 FLOAT_GEMM = "float32 GEMM x·W"
 FLOAT_DENSE = "float Dense (Keras)"
 LAYER = "QuantizedDense int8 static (the layer: x_q·W_qᵀ, W_q stored (units, in))"
+LEGACY = "legacy runtime (no thunks)"
 CONFIGS = {
     "default": "",
     "oneDNN (xla_cpu_use_onednn)": "--xla_cpu_use_onednn=true",
@@ -56,7 +57,7 @@ CONFIGS = {
     "YNNPACK library fusion of dots":
         "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT",
     "512-bit vectors": "--xla_cpu_prefer_vector_width=512",
-    "legacy runtime (no thunks)": "--xla_cpu_use_thunk_runtime=false",
+    LEGACY: "--xla_cpu_use_thunk_runtime=false",
 }
 
 
@@ -258,6 +259,11 @@ def run(args):
         "by 128 and subtracts 128·Σ W per output afterwards (exact). 'max |Δ| / max |float|' "
         "compares one product with the float32 GEMM's (int8 or bfloat16 rounding: a "
         "wrong formulation would show as an error near 1). Refused rows give XLA's error.")
+    legacy = [r for r in refusals if r[0] == LEGACY and "thunk_emitter" in r[2]]
+    if legacy:
+        notes += (f" Under '{LEGACY}' XLA's refusal still comes from its thunk emitter: this "
+                  "XLA build accepts --xla_cpu_use_thunk_runtime=false but keeps the thunk "
+                  "runtime, so that configuration is the default one.")
     tables = [
         {"title": f"Int8 product routes under XLA, batch {BATCH}, {DIM}→{DIM}, "
                   f"in-graph ×{CHAIN}: ratio to the float32 GEMM and to float Dense of the "
