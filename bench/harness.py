@@ -113,6 +113,15 @@ def _git_commit():
         return "unknown"
 
 
+def last_error_line(error):
+    """The last informative line of a TensorFlow / XLA error message (tracebacks,
+    "in user code:" headers and node annotations left out)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    informative = [line for line in lines if "user code" not in line
+                   and not line.startswith(("File ", "[[", "Stack trace"))]
+    return (informative or lines or [""])[-1]
+
+
 def environment():
     """Describes the machine and the installed versions of the packages that matter."""
     versions = {}

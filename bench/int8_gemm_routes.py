@@ -133,14 +133,6 @@ def _variants(rng):
     }
 
 
-def _refusal(error):
-    """The last informative line of a TensorFlow / XLA error."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    useful = [line for line in lines if line != "in user code:"
-              and not line.startswith(("File ", "[[", "Stack trace"))]
-    return f"{type(error).__name__}: {(useful or lines or [''])[-1][:300]}"
-
-
 def run_worker(repeats, warmup):
     """Times every variant in this process (XLA_FLAGS as inherited); prints JSON."""
     import tensorflow as tf
@@ -155,7 +147,7 @@ def run_worker(repeats, warmup):
             products[name] = tf.function(fn, jit_compile=True)(x).numpy()
             fns[name] = chained
         except Exception as error:  # noqa: BLE001 - XLA's refusal is the result
-            refused[name] = _refusal(error)
+            refused[name] = f"{type(error).__name__}: {harness.last_error_line(error)[:300]}"
     stats = harness.time_side_by_side({n: (lambda f=f: f(x).numpy()) for n, f in fns.items()},
                                       warmup=warmup, repeats=repeats)
     reference = products[FLOAT_GEMM]

@@ -209,10 +209,7 @@ def _conv_probes():
             probe()
             outcomes[name] = "runs"
         except Exception as error:  # noqa: BLE001 - we record whatever XLA/TF says
-            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-            informative = [line for line in lines if "user code" not in line
-                           and not line.startswith("File ")]
-            text = (informative or lines or [""])[-1]
+            text = harness.last_error_line(error)
             if "No registered '" in str(error):
                 op = str(error).split("No registered '", 1)[1].split("'", 1)[0]
                 text = f"no XLA_CPU_JIT kernel for the {op} op"
