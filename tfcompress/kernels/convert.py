@@ -150,9 +150,10 @@ def convert(model, quantize="int8", sparse=False, block_shape=(32, 32),
     quantization-aware training); ``quantize=None, sparse=True`` is exact up to
     float summation order (~1e-5).
 
-    Speed (CPU, under XLA; ``bench/kernels``): XLA's int8 convolution and int8 GEMM
-    run on its own loops and Eigen, not on VNNI, so what int8 gains over float
-    depends on the CPU and the layer's shape. The int8 convolution is padded to a
+    Speed (CPU, under XLA; ``bench/kernels``): XLA runs the int8 GEMM and
+    convolution on YNNPACK's AVX-512BW kernel (int8 widened to 16 bits, not VNNI:
+    ``bench/int8_dot_kernels``), so what int8 gains over float depends on the CPU
+    and the layer's shape. The int8 convolution is padded to a
     multiple of 4 input channels and, on fewer than 32 input channels, at least
     32 filters, the shapes XLA runs fast (unpadded, a 16-filter convolution on 16
     channels took 5.35× the float time at batch 64 on the AMD EPYC of the last run;
