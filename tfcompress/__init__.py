@@ -39,6 +39,11 @@ from tfcompress.psg import Zero
 from tfcompress.quantization import fold_batch_norms
 from tfcompress.quantization import quantize_aware
 from tfcompress.quantization import quantize_weights
+# --- distillation ---
+from tfcompress import distillation
+from tfcompress.distillation import FactorTransfer
+from tfcompress.distillation import Paraphraser
+from tfcompress.distillation import ParaphraserTraining
 # --- kernels --- (TensorFlow/XLA inference layers; TensorFlow imported lazily)
 from tfcompress import kernels
 from tfcompress.kernels import convert
