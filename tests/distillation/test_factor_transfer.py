@@ -57,7 +57,8 @@ def test_paraphraser_keeps_the_spatial_size_and_scales_the_channels():
 @pytest.mark.parametrize("kwargs, message", [
     ({"rate": 0}, "rate must be a finite number > 0; received: rate=0"),
     ({"rate": "half"}, "rate=.half."),
-    ({"negative_slope": -1}, "negative_slope must be a finite number >= 0"),
+    ({"negative_slope": -1}, r"negative_slope must be a number in \[0, 1\]"),
+    ({"negative_slope": float("nan")}, "received: negative_slope=nan"),
 ])
 def test_paraphraser_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
