@@ -44,6 +44,9 @@ from tfcompress import distillation
 from tfcompress.distillation import FactorTransfer
 from tfcompress.distillation import Paraphraser
 from tfcompress.distillation import ParaphraserTraining
+# --- lowrank ---
+from tfcompress import lowrank
+from tfcompress.lowrank import factorize
 # --- kernels --- (TensorFlow/XLA inference layers; TensorFlow imported lazily)
 from tfcompress import kernels
 from tfcompress.kernels import convert
