@@ -73,8 +73,9 @@ def tucker2_ranks(kernel, ratio=None, energy=None):
     """
     kh, kw, n_in, n_out = kernel.shape
     if energy is not None:
-        return tuple(_energy_rank(np.linalg.svd(_unfold(kernel, mode), compute_uv=False),
-                                  energy) for mode in (2, 3))
+        r_in, r_out = (_energy_rank(np.linalg.svd(_unfold(kernel, mode), compute_uv=False),
+                                    energy) for mode in (2, 3))
+        return _reachable(kh * kw, r_in, r_out)
     # kh·kw·in·out·t² + (in² + out²)·t − ratio·kh·kw·in·out = 0
     a, b, c = kh * kw * n_in * n_out, n_in**2 + n_out**2, -ratio * kh * kw * n_in * n_out
     t = (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
@@ -86,7 +87,13 @@ def tucker2_ranks(kernel, ratio=None, energy=None):
             r_out -= 1
         else:
             r_in -= 1
-    return r_in, r_out
+    return _reachable(kh * kw, r_in, r_out)
+
+
+def _reachable(taps, r_in, r_out):
+    """Tucker ranks the core can have: one channel rank is at most ``taps`` times the
+    other (the rank of the core's unfolding); a larger one would only add weights."""
+    return min(r_in, taps * r_out), min(r_out, taps * r_in)
 
 
 def tucker2(kernel, ranks):
