@@ -148,8 +148,9 @@ def main(argv=None):
     notes = ("ratio bounds each factorized kernel's weights (biases, BatchNorm and "
              "unfactorized layers are not counted in it, hence 'params ÷ original' above "
              "the ratio). 'auto' factorizes Dense layers by SVD and convolutions by "
-             "Tucker-2; 'tucker' and 'cp' only the convolutions (the ResNet's Dense head "
-             "stays). Fine-tuning: SGD momentum 0.9 at the fine-tuning rate, the original "
+             "Tucker-2; 'tucker' and 'cp' only the convolutions; by default neither the "
+             "image stem (a convolution of the 1-channel input) nor the output layer is "
+             "factorized. Fine-tuning: SGD momentum 0.9 at the fine-tuning rate, the original "
              "model included. Accuracy on the full 10k test set in Keras; the TFLite files "
              "are checked against Keras on 200 images.")
     path = harness.write_result("lowrank", "Low-rank factorization (SVD, Tucker-2, CP): "

@@ -33,10 +33,15 @@ def _with_kernel(model, kernel):
     return twin
 
 
+def _every_layer(layer):
+    return isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))
+
+
 def _quiet_factorize(model, **kwargs):
+    """Factorizes every Dense and Conv2D layer (the stem and the head included)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")      # the budgets below always shrink every layer
-        return factorize(model, **kwargs)
+        return factorize(model, layers=_every_layer, **kwargs)
 
 
 def test_svd_chain_computes_the_truncated_product():
@@ -96,9 +101,11 @@ def test_ratio_budget_bounds_every_factorized_kernel():
 
 def test_full_energy_keeps_layers_and_says_so():
     model = build("small_cnn", filters=(4, 8), dense=16)
-    with pytest.warns(UserWarning, match="kept unfactorized, the factors would not be smaller: "
-                                         "conv1"):
+    with pytest.warns(UserWarning) as record:
         same = factorize(model, energy=1.0)
+    messages = " | ".join(str(w.message) for w in record)
+    assert "kept unfactorized, the factors would not be smaller: conv2" in messages
+    assert "left out by default (image stem, output layer;" in messages
     x = RNG.normal(size=(4, 28, 28, 1)).astype("float32")
     np.testing.assert_allclose(same.predict(x, verbose=0), model.predict(x, verbose=0),
                                atol=1e-5)
@@ -128,7 +135,7 @@ def test_factorized_model_trains_round_trips_and_exports(tmp_keras_path, tmp_pat
     ({"energy": 1.5}, r"energy must be a number in \(0, 1\]; received: energy=1.5"),
     ({"method": "qr", "rank": 2}, "method must be one of"),
     ({"method": "cp", "energy": 0.9}, "energy does not define a CP rank"),
-    ({"rank": 999}, r"rank must be an int .* for layer 'conv1'; received: rank=999"),
+    ({"rank": 999}, r"rank must be an int .* for layer 'conv2'; received: rank=999"),
     ({"method": "cp", "rank": 2, "layers": lambda l: l.name == "head"},
      "method='cp' cannot factorize layer 'head' \\(Dense\\)"),
     ({"rank": 2, "layers": "head"}, "layers must be None or a predicate"),
@@ -141,9 +148,25 @@ def test_bad_arguments_name_the_argument(kwargs, message):
 
 def test_grouped_convolution_is_reported_not_silently_skipped():
     inputs = keras.Input((12, 12, 8))
-    outputs = keras.layers.Conv2D(16, 3, groups=2, name="grouped")(inputs)
-    model = keras.Model(inputs, outputs)
-    with pytest.warns(UserWarning, match=r"unsupported convolution\): grouped \(groups=2\)"):
+    grouped = keras.layers.Conv2D(16, 3, groups=2, name="grouped")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 1, name="after")(grouped))
+    with pytest.warns(UserWarning) as record:
         factorize(model, ratio=0.5)
+    messages = " | ".join(str(w.message) for w in record)
+    assert "(unsupported convolution): grouped (groups=2)" in messages
     with pytest.raises(ValueError, match="layer 'grouped' cannot be factorized: groups=2"):
         factorize(model, ratio=0.5, layers=lambda l: l.name == "grouped")
+
+
+def test_default_leaves_the_image_stem_and_the_output_layer_and_says_so():
+    model = build("small_cnn", filters=(8, 16), dense=32)
+    with pytest.warns(UserWarning, match=r"left out by default \(image stem, output layer; "
+                                         r"select them with layers= to factorize them\): "
+                                         r"conv1, head"):
+        small = factorize(model, ratio=0.5)
+    for name in ("conv1", "head"):
+        assert type(small.get_layer(name)) is type(model.get_layer(name))
+        for a, b in zip(small.get_layer(name).get_weights(), model.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    for name in ("conv2", "dense1"):
+        assert isinstance(small.get_layer(name), keras.Sequential)

@@ -162,8 +162,9 @@ def factorize(model, method="auto", rank=None, ratio=None, energy=None, layers=N
         method: ``"auto"`` (SVD for Dense, Tucker-2 for Conv2D), ``"svd"`` (Dense
             only), ``"tucker"`` or ``"cp"`` (Conv2D only).
         rank, ratio, energy: the budget (see above).
-        layers: ``None`` (every layer the method applies to) or a predicate
-            ``layer -> bool``.
+        layers: ``None`` — every layer the method applies to except convolutions
+            reading ≤ 3 channels (the image stem) and the model's output layer — or
+            a predicate ``layer -> bool``.
 
     Returns:
         The factorized model (weights of every other layer copied).
@@ -186,8 +187,23 @@ def factorize(model, method="auto", rank=None, ratio=None, energy=None, layers=N
     def applies(layer):
         return (handles_dense and _is_dense(layer)) or (handles_conv and _is_conv(layer))
 
+    output_layers = {id(t._keras_history.operation) for t in model.outputs}
+    by_default = []
+
+    def default_choice(layer):
+        """Every layer the method applies to, except the image stem and the output
+        layer: a convolution reading ≤ 3 channels has no input rank to cut (all its
+        saving is in its few filters), and a classifier cut below its class count
+        loses classes; factorizing either cost a trained ResNet-8 all its accuracy."""
+        if not applies(layer):
+            return False
+        if id(layer) in output_layers or (_is_conv(layer) and layer.kernel.shape[2] <= 3):
+            by_default.append(layer.name)
+            return False
+        return True
+
     def clone_function(layer):
-        chosen = applies(layer) if layers is None else bool(layers(layer))
+        chosen = default_choice(layer) if layers is None else bool(layers(layer))
         if not chosen:
             return layer.__class__.from_config(layer.get_config())
         if not applies(layer):
@@ -213,7 +229,9 @@ def factorize(model, method="auto", rank=None, ratio=None, energy=None, layers=N
                          f"received: model={model!r}")
     factorized = clone_model(model, clone_function=clone_function)
     _copy_unfactorized_weights(model, factorized)
-    for what, names in (("kept unfactorized, the factors would not be smaller", kept),
+    for what, names in (("left out by default (image stem, output layer; select them with "
+                         "layers= to factorize them)", by_default),
+                        ("kept unfactorized, the factors would not be smaller", kept),
                         ("not factorized (unsupported convolution)", unsupported)):
         if names:
             warnings.warn(f"Layers {what}: {', '.join(names)}", stacklevel=2)
