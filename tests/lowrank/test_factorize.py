@@ -170,3 +170,21 @@ def test_default_leaves_the_image_stem_and_the_output_layer_and_says_so():
             np.testing.assert_array_equal(a, b)
     for name in ("conv2", "dense1"):
         assert isinstance(small.get_layer(name), keras.Sequential)
+
+
+def test_calibration_sets_batch_norm_statistics_to_those_of_their_inputs():
+    model = build("resnet8", width=4)
+    x = RNG.normal(size=(96, 28, 28, 1)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the stem and head are left out (default)
+        small = factorize(model, method="tucker", ratio=0.5, calibration_data=x)
+    batch_norms = [l for l in small.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(batch_norms) == 9
+    for layer in batch_norms:
+        inputs = keras.Model(small.inputs, layer.input).predict(x, verbose=0)
+        np.testing.assert_allclose(layer.moving_mean.numpy(), inputs.mean(axis=(0, 1, 2)),
+                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), inputs.var(axis=(0, 1, 2)),
+                                   rtol=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="x must hold at least one example"):
+        factorize(model, ratio=0.5, calibration_data=x[:0])

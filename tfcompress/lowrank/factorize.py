@@ -19,6 +19,7 @@ import keras
 
 from tfcompress._cloning import clone_model
 from tfcompress.lowrank import decompositions
+from tfcompress.lowrank.calibration import recalibrate_batch_norms
 
 METHODS = ("auto", "svd", "tucker", "cp")
 
@@ -143,7 +144,8 @@ def _factor_conv(layer, method, rank, ratio, energy):
                                  _tail_weights(layer, last)]), None
 
 
-def factorize(model, method="auto", rank=None, ratio=None, energy=None, layers=None):
+def factorize(model, method="auto", rank=None, ratio=None, energy=None, layers=None,
+              calibration_data=None):
     """Returns a copy of ``model`` with its Dense and Conv2D layers factorized.
 
     Exactly one budget: ``rank`` (an int; for Tucker also a pair ``(r_in, r_out)``),
@@ -165,6 +167,10 @@ def factorize(model, method="auto", rank=None, ratio=None, energy=None, layers=N
         layers: ``None`` — every layer the method applies to except convolutions
             reading ≤ 3 channels (the image stem) and the model's output layer — or
             a predicate ``layer -> bool``.
+        calibration_data: optional inputs (NumPy) on which every BatchNormalization
+            of the result re-estimates its moving statistics
+            (:func:`~tfcompress.lowrank.recalibrate_batch_norms`): the factorized
+            layers change the activations the BatchNormalizations after them see.
 
     Returns:
         The factorized model (weights of every other layer copied).
@@ -229,6 +235,8 @@ def factorize(model, method="auto", rank=None, ratio=None, energy=None, layers=N
                          f"received: model={model!r}")
     factorized = clone_model(model, clone_function=clone_function)
     _copy_unfactorized_weights(model, factorized)
+    if calibration_data is not None:
+        recalibrate_batch_norms(factorized, calibration_data)
     for what, names in (("left out by default (image stem, output layer; select them with "
                          "layers= to factorize them)", by_default),
                         ("kept unfactorized, the factors would not be smaller", kept),
