@@ -155,3 +155,20 @@ def test_tutorial_04_factor_transfer(tmp_path, monkeypatch):
     assert r["student_params"] == r["scratch_params"]
     assert r["int8_top1_agreement"] >= 0.95
     assert abs(r["tflite_accuracy"] - r["accuracies"]["ft"]) < 0.03
+
+
+@pytest.mark.slow
+def test_tutorial_05_lowrank_factorization(tmp_path, monkeypatch):
+    r = _run_notebook("05_lowrank_factorization.ipynb", tmp_path, monkeypatch)
+    assert r["cnn_accuracy"] > 0.6
+    # Each ratio bounds the factorized kernels: the CNN (95 % in dense1) shrinks with it.
+    for ratio, result in r["cnn"].items():
+        assert result["params"] < (float(ratio) + 0.05) * r["cnn_params"], ratio
+        assert result["after"] > 0.5, ratio
+    # BatchNorm recalibration alone lifts the factorized ResNet (no training).
+    for method in ("tucker", "cp"):
+        assert r["resnet"][method]["params"] < 0.6 * r["resnet_params"]
+        assert r["resnet"][method]["calibrated"] >= r["resnet"][method]["raw"] - 0.02, method
+    # The factorized file is smaller and computes what Keras computes.
+    assert r["tflite_bytes"]["factorized"] < 0.4 * r["tflite_bytes"]["original"]
+    assert r["tflite_top1_agreement"] == 1.0 and r["tflite_max_abs_error"] < 1e-3
