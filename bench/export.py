@@ -185,42 +185,17 @@ def _ramp(model_name, n_train):
             "power": 3, "frequency": f}
 
 
-def _interpreter(path, batch, builtin=False):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    kwargs = {"num_threads": SETTINGS["litert_threads"]}
-    if builtin:
-        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = Interpreter(model_path=str(path), **kwargs)
-    detail = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(detail["index"], (batch,) + tuple(detail["shape"][1:]))
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _invoker(interpreter, x):
-    inp = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]
-    scale, zero = inp["quantization"]
-    if inp["dtype"] != np.float32:
-        x = np.round(x / scale + zero).astype(inp["dtype"])
-
-    def call():
-        interpreter.set_tensor(inp["index"], x)
-        interpreter.invoke()
-        return interpreter.get_tensor(out["index"])
-    return call
-
-
 def _runnable_invoker(path, x):
     """An invoker on the default XNNPACK delegate, or on the built-in kernels where
     XNNPACK rejects the model (sparse int8); returns ``(call, delegate)``."""
     try:
-        call = _invoker(_interpreter(path, len(x)), x)
+        call = harness.litert_invoker(
+            harness.litert_interpreter(path, len(x), SETTINGS["litert_threads"]), x)
         call()
         return call, "XNNPACK"
     except RuntimeError:
-        call = _invoker(_interpreter(path, len(x), builtin=True), x)
+        call = harness.litert_invoker(
+            harness.litert_interpreter(path, len(x), SETTINGS["litert_threads"], builtin=True), x)
         call()
         return call, "built-in"
 

@@ -16,6 +16,8 @@ import statistics
 import subprocess
 import time
 
+import numpy as np
+
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 _PACKAGES = (
     "tensorflow", "keras", "numpy", "tensorly", "ai-edge-litert", "tf_keras",
@@ -111,6 +113,63 @@ def _git_commit():
             cwd=RESULTS_DIR.parent, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def litert_interpreter(path, batch, threads=1, builtin=False):
+    """A LiteRT interpreter for ``path`` resized to ``batch`` examples.
+
+    ``builtin`` selects the built-in kernels without the default XNNPACK delegate
+    (which rejects some sparse int8 models).
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kwargs = {"num_threads": threads}
+    if builtin:
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(model_path=str(path), **kwargs)
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], (batch,) + tuple(detail["shape"][1:]))
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def litert_invoker(interpreter, x):
+    """``call() -> output``: one inference on float ``x`` (quantized first when the
+    file's input tensor is integer)."""
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    if inp["dtype"] != np.float32:
+        x = np.round(x / scale + zero).astype(inp["dtype"])
+
+    def call():
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"])
+    return call
+
+
+RESULT_PREFIX = "RESULT "
+
+
+def emit_result(record):
+    """Prints a worker process's result for :func:`run_worker` (one JSON line)."""
+    print(RESULT_PREFIX + json.dumps(record), flush=True)
+
+
+def run_worker(command, xla_flags=""):
+    """Runs a benchmark worker process (XLA reads its flags once per process).
+
+    Returns:
+        ``(record, completed)``: the record the worker passed to :func:`emit_result`
+        (``None`` if it printed none, e.g. it crashed) and the ``CompletedProcess``.
+    """
+    env = {**os.environ, "XLA_FLAGS": xla_flags, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True,
+                          cwd=RESULTS_DIR.parent.parent)
+    records = [json.loads(line[len(RESULT_PREFIX):]) for line in done.stdout.splitlines()
+               if line.startswith(RESULT_PREFIX)]
+    return (records[-1] if records else None), done
 
 
 def last_error_line(error):

@@ -27,7 +27,6 @@ Usage: ``python -m bench.int8_dot_kernels [--seconds 5]``; writes
 """
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -130,16 +129,15 @@ def run_worker(route, seconds):
     try:
         fn(x, w).numpy()
     except Exception as error:  # noqa: BLE001 - XLA's refusal is the result
-        print("RESULT " + json.dumps(
-            {"refused": f"{type(error).__name__}: {harness.last_error_line(error)[:300]}"}),
-            flush=True)
+        harness.emit_result(
+            {"refused": f"{type(error).__name__}: {harness.last_error_line(error)[:300]}"})
         return
     calls, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         fn(x, w).numpy()
         calls += 1
     ms = (time.perf_counter() - start) / calls * 1e3
-    print("RESULT " + json.dumps({"ms_per_call": ms, "calls": calls}), flush=True)
+    harness.emit_result({"ms_per_call": ms, "calls": calls})
 
 
 # --------------------------------------------------------------------------- parent
@@ -195,17 +193,10 @@ def _instruction_counts(perf, data, symbol):
 
 
 def _profile_route(perf, route, seconds, workdir):
-    flags = ROUTES[route][3]
-    env = {**os.environ, "XLA_FLAGS": flags, "TF_CPP_MIN_LOG_LEVEL": "2"}
     data = os.path.join(workdir, "perf.data")
-    done = subprocess.run(
+    result, done = harness.run_worker(
         [perf, "record", "-q", "-o", data, "--", sys.executable, "-m", "bench.int8_dot_kernels",
-         "--worker", route, "--seconds", str(seconds)],
-        env=env, capture_output=True, text=True, cwd=harness.RESULTS_DIR.parent.parent)
-    result = None
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT "):])
+         "--worker", route, "--seconds", str(seconds)], ROUTES[route][3])
     if result is None:
         # no RESULT: the process died (an XLA CHECK failure aborts it)
         lines = [line for line in done.stderr.splitlines()

@@ -25,7 +25,6 @@ writes ``bench/results/int8_gemm_routes.json``.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -161,19 +160,16 @@ def run_worker(repeats, warmup):
             "relative_error": float(np.max(np.abs(products[name] - reference))
                                     / np.max(np.abs(reference))),
         }
-    print("RESULT " + json.dumps({"timed": result, "refused": refused}), flush=True)
+    harness.emit_result({"timed": result, "refused": refused})
 
 
 # --------------------------------------------------------------------------- parent
 def _run_config(flags, repeats, warmup):
-    env = {**os.environ, "XLA_FLAGS": flags, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run(
+    result, done = harness.run_worker(
         [sys.executable, "-m", "bench.int8_gemm_routes", "--worker",
-         "--repeats", str(repeats), "--warmup", str(warmup)],
-        env=env, capture_output=True, text=True, cwd=harness.RESULTS_DIR.parent.parent)
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+         "--repeats", str(repeats), "--warmup", str(warmup)], flags)
+    if result is not None:
+        return result
     tail = [line for line in done.stderr.splitlines() if line.strip()][-1:] or [""]
     return {"failed": f"exit {done.returncode}: {tail[0][:300]}"}
 

@@ -3,8 +3,9 @@
 Two trained base models on a fixed Fashion-MNIST subset — ``small_cnn`` (most weights
 in its Dense layers: SVD) and ``resnet8`` (convolutions: Tucker-2 or CP) — are
 factorized with :func:`tfcompress.factorize` at several weight ratios, their
-BatchNormalization statistics re-estimated, then fine-tuned; the original model gets the same fine-tuning (same epochs and learning
-rate) so the accuracy change is the factorization's alone. Each model is exported
+BatchNormalization statistics re-estimated, then fine-tuned; the original model gets
+the same fine-tuning (same epochs and learning rate) so the accuracy change is the
+factorization's alone. Each model is exported
 to a float TFLite file (verified against Keras) and timed in the LiteRT interpreter
 (1 thread, batch 1), the factorized files side by side with their original.
 
@@ -23,7 +24,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from bench import harness
-from bench.structured import _interpreter
 
 CONFIGS = {
     "small_cnn": [("auto", 0.5), ("auto", 0.25), ("auto", 0.1)],
@@ -44,16 +44,6 @@ def _compile(model, lr):
 
 def _accuracy(model, x, y):
     return float(np.mean(model.predict(x, batch_size=1000, verbose=0).argmax(-1) == y))
-
-
-def _litert_call(path, sample):
-    interpreter = _interpreter(path, 1)
-    index = interpreter.get_input_details()[0]["index"]
-
-    def call():
-        interpreter.set_tensor(index, sample)
-        interpreter.invoke()
-    return call
 
 
 def _family(name, configs, args, data_splits, workdir):
@@ -88,7 +78,8 @@ def _family(name, configs, args, data_splits, workdir):
                                         ".tflite", verify_data=xt[:200])
         print(f"{name} {label}: {before[label]:.4f} -> {after[label]:.4f}", flush=True)
     latency = harness.time_side_by_side(
-        {label: _litert_call(f.path, xt[:1]) for label, f in files.items()},
+        {label: harness.litert_invoker(harness.litert_interpreter(f.path, 1), xt[:1])
+         for label, f in files.items()},
         warmup=20, repeats=args.repeats, baseline="original")
     original = variants["original"].count_params()
     rows = []
@@ -159,8 +150,8 @@ def main(argv=None):
              "factorized. Each factorized model's BatchNormalization statistics are "
              f"re-estimated on {CALIBRATION} training images (recalibrate_batch_norms) "
              "before its fine-tuning. Fine-tuning: SGD momentum 0.9 at the fine-tuning "
-             "rate, the original model included. Accuracy on the full 10k test set in Keras; the TFLite files "
-             "are checked against Keras on 200 images.")
+             "rate, the original model included. Accuracy on the full 10k test set in "
+             "Keras; the TFLite files are checked against Keras on 200 images.")
     path = harness.write_result("lowrank", "Low-rank factorization (SVD, Tucker-2, CP): "
                                 "parameters, accuracy, LiteRT speed", settings, tables,
                                 claims, notes)

@@ -57,16 +57,6 @@ FOLD_NOTES = {
 }
 
 
-def _interpreter(path, batch):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
-    index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(index, (batch, 28, 28, 1))
-    interpreter.allocate_tensors()
-    return interpreter
-
-
 def _compile(keras, model, lr):
     model.compile(keras.optimizers.SGD(lr, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -183,19 +173,13 @@ def main(argv=None):
     accuracy = {name: float(np.mean(export.run_tflite(f.path, xt).argmax(-1) == yt))
                 for name, f in files.items()}
 
-    def litert_call(interpreter, sample):
-        index = interpreter.get_input_details()[0]["index"]
-
-        def call():
-            interpreter.set_tensor(index, sample)
-            interpreter.invoke()
-        return call
-
     litert = harness.time_side_by_side(
-        {name: litert_call(_interpreter(f.path, 1), xt[:1]) for name, f in files.items()},
+        {name: harness.litert_invoker(harness.litert_interpreter(f.path, 1), xt[:1])
+         for name, f in files.items()},
         warmup=20, repeats=args.repeats)
     litert64 = harness.time_side_by_side(
-        {name: litert_call(_interpreter(f.path, 64), xt[:64]) for name, f in files.items()},
+        {name: harness.litert_invoker(harness.litert_interpreter(f.path, 64), xt[:64])
+         for name, f in files.items()},
         warmup=5, repeats=max(20, args.repeats // 5))
     x64 = tf.constant(xt[:64])
     keras_fns = {name: tf.function(lambda v, m=m: m(v, training=False), jit_compile=True)

@@ -56,11 +56,15 @@ def _check_slope(value):
     return float(value)
 
 
-def _leaky_relu(x, slope):
-    # max(x, slope·x) equals LeakyReLU for slope in [0, 1]; TensorFlow's graph
-    # optimizer fails (with an error log) to fuse its LeakyRelu op after a
-    # convolution's bias in a gradient graph.
-    return ops.maximum(x, x * slope)
+def _leaky_chain(layers, x, slope):
+    """``layers`` applied in turn, each followed by LeakyReLU(``slope``)."""
+    for layer in layers:
+        x = layer(x)
+        # max(x, slope·x) equals LeakyReLU for slope in [0, 1]; TensorFlow's graph
+        # optimizer fails (with an error log) to fuse its LeakyRelu op after a
+        # convolution's bias in a gradient graph.
+        x = ops.maximum(x, x * slope)
+    return x
 
 
 def _conv(filters, transposed, name):
@@ -103,6 +107,11 @@ class Paraphraser(keras.layers.Layer):
     ``call`` returns the reconstruction ``P(x)`` (trained with eq. 3.1);
     :meth:`encode` returns the teacher factor ``F_T``.
 
+    Example::
+
+        paraphraser = Paraphraser(rate=0.5)
+        factor = paraphraser.encode(features)      # (N, H, W, 64) -> (N, H, W, 32)
+
     Args:
         rate: paraphrase rate ``k`` (> 0); the factor has ``max(1, round(k·C))``
             channels for a ``C``-channel feature map.
@@ -126,19 +135,14 @@ class Paraphraser(keras.layers.Layer):
                                _conv(channels, True, "decode2")]
         _build_chain(self, self.encoder_layers + self.decoder_layers, input_shape)
 
-    def _run(self, layers, x):
-        for layer in layers:
-            x = _leaky_relu(layer(x), self.negative_slope)
-        return x
-
     def encode(self, features):
         """The teacher factor ``F_T`` of a feature map (the encoder alone)."""
         if not self.built:
             self.build(tuple(features.shape))
-        return self._run(self.encoder_layers, features)
+        return _leaky_chain(self.encoder_layers, features, self.negative_slope)
 
     def call(self, features):
-        return self._run(self.decoder_layers, self.encode(features))
+        return _leaky_chain(self.decoder_layers, self.encode(features), self.negative_slope)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -155,6 +159,11 @@ class Translator(keras.layers.Layer):
     Three 3×3 stride-1 convolutions ``C_S → C_S → F → F`` with LeakyReLU, mapping the
     student's feature map to a student factor with the teacher factor's ``F``
     channels.
+
+    Example::
+
+        translator = Translator(paraphraser.factor_channels)
+        student_factor = translator(student_features)   # (N, H, W, C_S) -> (N, H, W, F)
 
     Args:
         factor_channels: ``F``, the paraphraser's :attr:`Paraphraser.factor_channels`.
@@ -181,10 +190,7 @@ class Translator(keras.layers.Layer):
         _build_chain(self, self.conv_layers, input_shape)
 
     def call(self, features):
-        x = features
-        for layer in self.conv_layers:
-            x = _leaky_relu(layer(x), self.negative_slope)
-        return x
+        return _leaky_chain(self.conv_layers, features, self.negative_slope)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.factor_channels,)
@@ -206,6 +212,18 @@ def _teacher_factor(extractor, paraphraser, inputs):
     return ops.stop_gradient(paraphraser.encode(features))
 
 
+def _serialized(model, keys):
+    return {key: keras.saving.serialize_keras_object(getattr(model, key)) for key in keys}
+
+
+def _deserialized(config, keys, custom_objects):
+    config = dict(config)
+    for key in keys:
+        config[key] = keras.saving.deserialize_keras_object(config[key],
+                                                            custom_objects=custom_objects)
+    return config
+
+
 def _build_on(layer, extractor):
     """Builds ``layer`` on the feature map ``extractor`` yields (batch dimension open)."""
     if not layer.built:
@@ -219,6 +237,12 @@ class ParaphraserTraining(keras.Model):
     ``call`` returns ``(teacher features, reconstruction)``; the loss is eq. 3.1 on
     them, so ``compile(optimizer)`` and ``fit(x, epochs=...)`` (labels ignored) are
     all it takes. Only the paraphraser's weights train.
+
+    Example::
+
+        stage1 = ParaphraserTraining(teacher, Paraphraser(rate=0.5))
+        stage1.compile(keras.optimizers.SGD(0.1, momentum=0.9))
+        stage1.fit(x_train, epochs=5)             # labels, if given, are ignored
 
     Args:
         teacher: a trained functional or Sequential model (frozen here).
@@ -264,18 +288,12 @@ class ParaphraserTraining(keras.Model):
         return total
 
     def get_config(self):
-        return {**super().get_config(),
-                "teacher": keras.saving.serialize_keras_object(self.teacher),
-                "paraphraser": keras.saving.serialize_keras_object(self.paraphraser),
+        return {**super().get_config(), **_serialized(self, ("teacher", "paraphraser")),
                 "teacher_layer": self.teacher_layer, "p": self.p}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        for key in ("teacher", "paraphraser"):
-            config[key] = keras.saving.deserialize_keras_object(
-                config[key], custom_objects=custom_objects)
-        return cls(**config)
+        return cls(**_deserialized(config, ("teacher", "paraphraser"), custom_objects))
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
@@ -289,6 +307,15 @@ class FactorTransfer(keras.Model):
     metrics); during training it also returns the student factor, which
     ``compute_loss`` compares with the teacher factor. ``ft_loss`` (the unweighted
     ``L_FT``) is logged besides the loss.
+
+    Example::
+
+        ft = FactorTransfer(student, teacher, paraphraser, beta=500.0)
+        ft.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                   metrics=["accuracy"])
+        ft.fit(x_train, y_train, epochs=30)
+        ft.student.save("student.keras")          # the model to export
 
     Args:
         student: the functional or Sequential model to train; it must output
@@ -381,22 +408,14 @@ class FactorTransfer(keras.Model):
             y_pred = y_pred[0]
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
+    _MODULES = ("student", "teacher", "paraphraser", "translator")
+
     def get_config(self):
-        config = {
-            key: keras.saving.serialize_keras_object(getattr(self, key))
-            for key in ("student", "teacher", "paraphraser", "translator")
-        }
-        return {**super().get_config(), **config, "beta": self.beta, "p": self.p,
-                "teacher_layer": self.teacher_layer, "student_layer": self.student_layer}
+        return {**super().get_config(), **_serialized(self, self._MODULES),
+                "beta": self.beta, "p": self.p, "teacher_layer": self.teacher_layer,
+                "student_layer": self.student_layer}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        for key in ("student", "teacher", "paraphraser", "translator"):
-            config[key] = keras.saving.deserialize_keras_object(
-                config[key], custom_objects=custom_objects)
-        if not config["paraphraser"].built:
-            # built on the teacher's features, as when it was saved; weights load after
-            extractor = feature_extractor(config["teacher"], config["teacher_layer"], "teacher")
-            _build_on(config["paraphraser"], extractor)
-        return cls(**config)
+        # Keras rebuilds the paraphraser from its build config, so it arrives built
+        return cls(**_deserialized(config, cls._MODULES, custom_objects))
