@@ -1,5 +1,7 @@
 """Factor Transfer through model.fit: paraphraser, translator, frozen teacher, round trip."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -164,3 +166,42 @@ def test_attention_transfer_trains_through_keras_distiller(data):
         "stage3_block1_out", "pool2", 2)
     with pytest.raises(ValueError, match="teacher_layer_name must be a layer name"):
         AttentionTransfer("", "pool2")
+
+
+def test_paraphraser_training_round_trips_and_rejects_bad_arguments(data, tmp_keras_path):
+    x, _ = data
+    teacher = _teacher()
+    stage1 = ParaphraserTraining(teacher, Paraphraser(rate=0.5), p=2)
+    stage1.compile(keras.optimizers.Adam(1e-3))
+    stage1.fit(x, epochs=1, batch_size=32, verbose=0)
+    stage1.save(tmp_keras_path)
+    loaded = keras.models.load_model(tmp_keras_path)
+    assert (loaded.p, loaded.teacher_layer) == (2, "stage3_block1_out")
+    np.testing.assert_array_equal(loaded.teacher_factor(x), stage1.teacher_factor(x))
+    assert len(loaded.trainable_variables) == len(stage1.trainable_variables) == 12
+    with pytest.raises(ValueError, match="paraphraser must be a tfcompress Paraphraser"):
+        ParaphraserTraining(teacher, Translator(4))
+    with pytest.raises(ValueError, match="p must be 1 or 2; received: p=3"):
+        ParaphraserTraining(teacher, Paraphraser(), p=3)
+    with pytest.raises(ValueError, match="teacher_layer must name a layer of teacher"):
+        ParaphraserTraining(teacher, Paraphraser(), teacher_layer="nope")
+
+
+def test_distiller_with_attention_transfer_round_trips(data, tmp_keras_path):
+    x, y = data
+    distiller = keras.distillation.Distiller(
+        teacher=_teacher(), student=_student(),
+        distillation_losses=[AttentionTransfer("stage3_block1_out", "pool2", p=1)],
+        distillation_loss_weights=[500.0], student_loss_weight=0.5)
+    distiller.compile(keras.optimizers.SGD(0.05),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    distiller.save(tmp_keras_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # Keras's Distiller is not recompiled on loading
+        loaded = keras.models.load_model(tmp_keras_path)
+    restored = loaded.distillation_losses[0]
+    assert isinstance(restored, AttentionTransfer)
+    assert (restored.teacher_layer_name, restored.student_layer_name, restored.p) == (
+        "stage3_block1_out", "pool2", 1)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), distiller.predict(x, verbose=0))

@@ -31,6 +31,10 @@ def reconstruction_loss(features, reconstruction, p=2):
 
     Eq. 3.1 is the squared ℓ2 norm (``p=2``, the default); the authors' code uses
     the ℓ1 distance (``p=1``). Both are averaged over every element.
+
+    Example::
+
+        loss = reconstruction_loss(features, paraphraser(features), p=1)
     """
     return _lp_mean(features - reconstruction, check_norm_order(p))
 
@@ -42,6 +46,10 @@ def factor_transfer_loss(teacher_factor, student_factor, p=1):
     as reported in the dissertation) is averaged over every element, as in the
     authors' code (``β = 500`` on CIFAR is tuned for that averaging). The teacher
     factor is a target: no gradient flows into it.
+
+    Example::
+
+        loss = factor_transfer_loss(paraphraser.encode(t_features), translator(s_features))
 
     Raises:
         ValueError: if the two factors differ in shape.
@@ -62,6 +70,10 @@ def attention_map(features, p=2):
     """Spatial attention map ``Q = mean_c |A_c|^p``, flattened and ℓ2-normalized.
 
     Zagoruyko & Komodakis (2017), the AT baseline of 002 §3.3.
+
+    Example::
+
+        q = attention_map(features)               # (N, H, W, C) -> (N, H·W)
     """
     powered = ops.abs(features) if p == 1 else ops.square(features)
     return _normalized_rows(ops.mean(powered, axis=-1))
@@ -72,6 +84,10 @@ def attention_transfer_loss(teacher_features, student_features, p=2):
 
     Multiply by ``β/2`` (``β = 1000`` in 002 §3.3) and sum over the tapped groups
     for the AT objective. Channel counts may differ; spatial sizes must match.
+
+    Example::
+
+        loss = 500.0 * attention_transfer_loss(teacher_features, student_features)
 
     Raises:
         ValueError: if the two feature maps differ in spatial size.

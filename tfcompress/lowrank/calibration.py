@@ -15,6 +15,11 @@ def recalibrate_batch_norms(model, x, batch_size=256):
     the mean and (biased) variance over every example and position, as
     BatchNormalization computes them. Weights, gamma and beta are unchanged.
 
+    Example::
+
+        small = tfcompress.factorize(model, ratio=0.5)
+        recalibrate_batch_norms(small, x_train[:2000])   # = factorize(..., calibration_data=)
+
     Args:
         model: a functional or Sequential model (changed in place).
         x: calibration inputs (NumPy array), e.g. a few thousand training images.

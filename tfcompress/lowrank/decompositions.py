@@ -10,6 +10,12 @@ Kernels are in Keras layouts: Dense ``(in, out)``, Conv2D ``(kh, kw, in, out)``.
 * CP of a convolution kernel: ``K ≈ Σ_r λ_r · h_r ⊗ w_r ⊗ c_r ⊗ f_r`` — a 1×1
   convolution (c), a k×1 and a 1×k depthwise convolution (h, w), a 1×1
   convolution (λ·f).
+
+Example::
+
+    kernel = model.get_layer("conv2").kernel.numpy()          # (3, 3, 32, 64)
+    first, core, last = tucker2(kernel, tucker2_ranks(kernel, ratio=0.25))
+    a, b = svd(dense_kernel, svd_rank(dense_kernel, energy=0.9))
 """
 
 import math
